@@ -1,0 +1,73 @@
+"""The aggregator interface: one server-side update rule, plus optional client-side hooks.
+
+An aggregator never samples clients, logs or writes files. Its server part is ``aggregate``; its
+client part (FedProx's proximal term, SCAFFOLD's correction) is a ``ClientHook`` -- a
+``transformers.TrainerCallback`` -- so the same hook serves SFT and DPO trainers alike.
+
+The split between ``client_payload`` (server side: what the server sends to one client besides the
+global adapter) and ``client_hooks`` (client side: built from that payload and this aggregator's
+hyperparameters only) lets the same classes run in the single-process simulation and on Flower,
+where server and client live in different processes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from transformers import TrainerCallback
+
+from federated_learning.types import ClientUpdate, StateDict
+
+
+class ClientHook(TrainerCallback):
+    """A trainer callback carrying an algorithm's client-side logic for one client and one round.
+
+    ``extras`` is read once local training has ended; whatever it returns travels to the server in
+    ``ClientUpdate.extras`` (for example SCAFFOLD's control-variate delta).
+    """
+
+    def extras(self) -> dict[str, StateDict]:
+        """Return the state this hook sends back to the server (none by default)."""
+        return {}
+
+
+class Aggregator(ABC):
+    """Base class of every federated algorithm; subclasses register with ``@register``."""
+
+    name: ClassVar[str]
+
+    def __init__(self, **hyperparameters: Any) -> None:
+        """Accept every CLI hyperparameter name; subclasses read the ones they use."""
+        self.hyperparameters = hyperparameters
+
+    def client_payload(self, client_id: int) -> dict[str, StateDict]:
+        """Server side: extra state to send to ``client_id`` with the global adapter (none by default)."""
+        return {}
+
+    def client_hooks(
+        self,
+        payload: Mapping[str, StateDict],
+        global_params: StateDict,
+        trainable: Mapping[str, torch.nn.Parameter],
+    ) -> list[ClientHook]:
+        """Client side: trainer callbacks for one round of local training (none by default).
+
+        ``trainable`` maps each adapter key of ``global_params`` to the live model parameter.
+        """
+        return []
+
+    @abstractmethod
+    def aggregate(
+        self, global_params: StateDict, updates: Sequence[ClientUpdate], server_round: int
+    ) -> StateDict:
+        """Return the new global adapter; must not mutate ``global_params`` or ``updates``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Server state needed to resume (momenta, control variates); tensors or plain values."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""

@@ -1,0 +1,31 @@
+"""Which clients train in a round: seeded per (seed, round), with its own RNG, no global state."""
+
+from __future__ import annotations
+
+import random
+
+from federated_learning.aggregators import local_client
+
+
+def sample_clients(fed_alg: str, num_clients: int, sample_clients: int, seed: int, server_round: int) -> list[int]:
+    """Return the sorted client ids that train in ``server_round`` (sampled without replacement).
+
+    ``local<K>`` always trains client K alone. A private ``random.Random`` seeded from
+    (seed, round) makes each round reproducible on its own -- resuming needs no RNG state -- and
+    leaves the global ``random`` state untouched (OpenFedLLM reseeded the global RNG every round).
+    """
+    k = local_client(fed_alg)
+    if k is not None:
+        return [k]
+    rng = random.Random(f"clients/{seed}/{server_round}")
+    return sorted(rng.sample(range(num_clients), sample_clients))
+
+
+def sample_examples(num_available: int, num_wanted: int, seed: int, client_id: int, server_round: int) -> list[int]:
+    """Indices of the examples client ``client_id`` trains on in ``server_round`` (no replacement).
+
+    As OpenFedLLM: batch_size x gradient_accumulation_steps x max_steps examples, capped at the
+    shard size; drawn here from a per-(client, round) RNG rather than the global one.
+    """
+    rng = random.Random(f"examples/{seed}/{client_id}/{server_round}")
+    return rng.sample(range(num_available), min(num_wanted, num_available))
