@@ -29,3 +29,8 @@ def sample_examples(num_available: int, num_wanted: int, seed: int, client_id: i
     """
     rng = random.Random(f"examples/{seed}/{client_id}/{server_round}")
     return rng.sample(range(num_available), min(num_wanted, num_available))
+
+
+def derive_seed(seed: int, client_id: int, server_round: int) -> int:
+    """A training seed for one (client, round), independent of every other draw."""
+    return random.Random(f"train/{seed}/{client_id}/{server_round}").getrandbits(31)

@@ -1,6 +1,15 @@
 """Federated aggregation algorithms, one module each, registered by their ``--fed_alg`` name."""
 
-from federated_learning.aggregators import fedavg  # noqa: F401  (registers itself)
+# Importing a module registers its algorithm under its --fed_alg name.
+from federated_learning.aggregators import (  # noqa: F401
+    fedadagrad,
+    fedadam,
+    fedavg,
+    fedavgm,
+    fedprox,
+    fedyogi,
+    scaffold,
+)
 from federated_learning.aggregators.base import Aggregator, ClientHook
 from federated_learning.aggregators.registry import (
     available_aggregators,

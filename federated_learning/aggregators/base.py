@@ -21,6 +21,22 @@ from transformers import TrainerCallback
 
 from federated_learning.types import ClientUpdate, StateDict
 
+HYPERPARAMETER_DEFAULTS: dict[str, Any] = {
+    "prox_mu": 0.01,
+    "server_lr": 1.0,
+    "server_momentum": 0.9,
+    "fedopt_eta": 1e-3,
+    "fedopt_tau": 1e-3,
+    "fedopt_beta1": 0.9,
+    "fedopt_beta2": 0.99,
+    "fedopt_variant": "paper",
+    "num_clients": None,
+}
+"""Defaults of the hyperparameters aggregators read, equal to ``config.FedArguments``'s (a test checks)."""
+
+VARIANTS = ("paper", "openfedllm")
+"""``--fedopt_variant`` values: the papers' update rules, or OpenFedLLM's own variants."""
+
 
 class ClientHook(TrainerCallback):
     """A trainer callback carrying an algorithm's client-side logic for one client and one round.
@@ -42,6 +58,18 @@ class Aggregator(ABC):
     def __init__(self, **hyperparameters: Any) -> None:
         """Accept every CLI hyperparameter name; subclasses read the ones they use."""
         self.hyperparameters = hyperparameters
+
+    def hparam(self, name: str) -> Any:
+        """The hyperparameter ``name`` as given (CLI flag name), else its default; None counts as unset."""
+        value = self.hyperparameters.get(name)
+        return HYPERPARAMETER_DEFAULTS[name] if value is None else value
+
+    def variant(self) -> str:
+        """``fedopt_variant``, validated: "paper" or "openfedllm"."""
+        value = str(self.hparam("fedopt_variant"))
+        if value not in VARIANTS:
+            raise ValueError(f"--fedopt_variant {value!r} is unknown; use one of: {', '.join(VARIANTS)}")
+        return value
 
     def client_payload(self, client_id: int) -> dict[str, StateDict]:
         """Server side: extra state to send to ``client_id`` with the global adapter (none by default)."""
@@ -66,7 +94,11 @@ class Aggregator(ABC):
         """Return the new global adapter; must not mutate ``global_params`` or ``updates``."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Server state needed to resume (momenta, control variates); tensors or plain values."""
+        """Server state needed to resume (momenta, control variates).
+
+        Values are tensors, ints, floats, strings, or nested dicts (string keys) of the same; an
+        entry not yet allocated (before the first round) is absent rather than empty.
+        """
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

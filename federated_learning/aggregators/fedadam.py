@@ -1,0 +1,29 @@
+"""FedAdam (Reddi et al., 2021, "Adaptive Federated Optimization", ICLR, Algorithm 2).
+
+    m <- beta1 * m + (1 - beta1) * Δ̄
+    v <- beta2 * v + (1 - beta2) * Δ̄²
+    x <- x + eta * m / (sqrt(v) + tau)
+
+with m_0 = 0, v_0 = tau², no bias correction; the shared stage is ``fedopt.FedOpt``.
+
+``--fedopt_variant openfedllm``: Δ̄ unweighted, m = Δ̄ at the first aggregation, and m² in place
+of Δ̄² in the v update (v <- beta2 * v + (1 - beta2) * m²).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from federated_learning.aggregators.fedopt import FedOpt
+from federated_learning.aggregators.registry import register
+
+
+@register
+class FedAdam(FedOpt):
+    """Adam on the server (without bias correction)."""
+
+    name = "fedadam"
+
+    def second_moment(self, v: torch.Tensor, square: torch.Tensor) -> torch.Tensor:
+        """beta2 * v + (1 - beta2) * Δ̄²."""
+        return self.beta2 * v + (1 - self.beta2) * square

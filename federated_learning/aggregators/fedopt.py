@@ -1,0 +1,103 @@
+"""FedOpt: the shared stage of FedAdagrad, FedYogi and FedAdam (Reddi et al., 2021, "Adaptive
+Federated Optimization", ICLR, Algorithm 2).
+
+Every round the server forms the pseudo-gradient once and takes one adaptive step:
+
+    Δ̄ = Σ_i n_i (y_i - x) / Σ_i n_i                         (n_i = num_examples)
+    m <- beta1 * m + (1 - beta1) * Δ̄
+    v <- rule(v, Δ̄²)                                        (each subclass: ``second_moment``)
+    x <- x + eta * m / (sqrt(v) + tau)
+
+with m_0 = 0, v_0 = tau², no bias correction, eta = ``--fedopt_eta``, tau = ``--fedopt_tau``,
+beta1 = ``--fedopt_beta1``, beta2 = ``--fedopt_beta2``.
+
+``--fedopt_variant openfedllm`` reproduces OpenFedLLM's server (its published FedOpt numbers):
+Δ̄ is the unweighted mean of the client deltas; the first aggregation sets m = Δ̄ (no
+(1 - beta1) damping); v is updated from m² instead of Δ̄²; FedAdagrad uses no momentum (m = Δ̄).
+
+Deliberate differences (both variants): arithmetic and moments in float32 whatever the adapter
+dtype; the adapter keeps its dtype. Moments are allocated at the first aggregation, shaped like
+the global adapter.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from federated_learning.aggregators.base import Aggregator
+from federated_learning.aggregators.pseudo_gradient import (
+    apply_step,
+    check_same_keys,
+    clone_state,
+    mean_delta,
+    zeros_like_state,
+)
+from federated_learning.types import ClientUpdate, StateDict
+
+
+class FedOpt(Aggregator):
+    """Adaptive server optimizer over the pseudo-gradient; subclasses define the second moment."""
+
+    def __init__(self, **hyperparameters: Any) -> None:
+        """Read and check ``fedopt_eta``, ``fedopt_tau``, ``fedopt_beta1``, ``fedopt_beta2``, ``fedopt_variant``."""
+        super().__init__(**hyperparameters)
+        self.eta = float(self.hparam("fedopt_eta"))
+        self.tau = float(self.hparam("fedopt_tau"))
+        self.beta1 = float(self.hparam("fedopt_beta1"))
+        self.beta2 = float(self.hparam("fedopt_beta2"))
+        self.openfedllm = self.variant() == "openfedllm"
+        for flag, value in (("--fedopt_eta", self.eta), ("--fedopt_tau", self.tau)):
+            if not value > 0:
+                raise ValueError(f"{flag} must be > 0, got {value}")
+        for flag, value in (("--fedopt_beta1", self.beta1), ("--fedopt_beta2", self.beta2)):
+            if not 0 <= value < 1:
+                raise ValueError(f"{flag} must be in [0, 1), got {value}")
+        self.steps = 0
+        self.m: StateDict | None = None
+        self.v: StateDict | None = None
+
+    @abstractmethod
+    def second_moment(self, v: torch.Tensor, square: torch.Tensor) -> torch.Tensor:
+        """Return the new v from the old v and the squared update (Δ̄², or m² for openfedllm)."""
+
+    def first_moment(self, m: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Return the new m: beta1 * m + (1 - beta1) * Δ̄ (openfedllm: Δ̄ at the first aggregation)."""
+        if self.openfedllm and self.steps == 0:
+            return delta
+        return self.beta1 * m + (1 - self.beta1) * delta
+
+    @torch.no_grad()
+    def aggregate(
+        self, global_params: StateDict, updates: Sequence[ClientUpdate], server_round: int
+    ) -> StateDict:
+        """One adaptive server step from the pseudo-gradient of this round's clients."""
+        delta = mean_delta(global_params, updates, weighted=not self.openfedllm)
+        if self.m is None or self.v is None:
+            self.m, self.v = zeros_like_state(global_params), zeros_like_state(global_params, self.tau**2)
+        check_same_keys(self.m, global_params, "first moment m")
+        check_same_keys(self.v, global_params, "second moment v")
+        new_m, new_v, step = {}, {}, {}
+        for key, d in delta.items():
+            new_m[key] = self.first_moment(self.m[key], d)
+            new_v[key] = self.second_moment(self.v[key], (new_m[key] if self.openfedllm else d).square())
+            step[key] = self.eta * new_m[key] / (new_v[key].sqrt() + self.tau)
+        self.m, self.v = new_m, new_v
+        self.steps += 1
+        return apply_step(global_params, step)
+
+    def state_dict(self) -> dict[str, Any]:
+        """{"steps": rounds aggregated, "m": {key: tensor}, "v": {key: tensor}} (moments once allocated)."""
+        state: dict[str, Any] = {"steps": self.steps}
+        if self.m is not None and self.v is not None:
+            state["m"], state["v"] = self.m, self.v
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the moments (copied, float32) and the round counter."""
+        self.steps = int(state.get("steps", 0))
+        self.m = clone_state(state["m"]) if "m" in state else None
+        self.v = clone_state(state["v"]) if "v" in state else None

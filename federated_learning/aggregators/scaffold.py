@@ -1,0 +1,241 @@
+"""SCAFFOLD (Karimireddy et al., 2020, "SCAFFOLD: Stochastic Controlled Averaging for Federated
+Learning", ICML), option II.
+
+Client i, starting from the global adapter x with server control variate c and its own c_i, takes
+K local steps y_i <- y_i - eta_l * (g_i(y_i) + c - c_i), then
+
+    c_i+ = c_i - c + (x - y_i) / (K * eta_l)         and sends   Δc_i = c_i+ - c_i = (x - y_i)/(K eta_l) - c.
+
+Server, with S the clients of the round, N = ``num_clients`` and eta_g = ``--server_lr``:
+
+    x <- x + eta_g * Δ̄      (Δ̄ = Σ_i n_i (y_i - x) / Σ_i n_i, n_i = num_examples)
+    c <- c + (1/N) * Σ_{i in S} Δc_i,       c_i <- c_i + Δc_i  for i in S.
+
+K * eta_l is taken as the sum of the learning rates the optimizer actually used over the round's
+optimizer steps (read from its param groups, per parameter), which is K * eta_l for a constant
+rate and stays right under warm-up or decay. The correction (c - c_i) is added to the gradient in
+``on_pre_optimizer_step``: after gradient accumulation and clipping, before the optimizer step.
+
+Server state: c, and c_i only for clients that were ever sampled (zeros until then). In the
+single-process simulation the server keeps the c_i and sends each to its client in
+``client_payload`` ({"c": ..., "c_i": ...}; an absent entry means zeros).
+
+SCAFFOLD is derived for plain SGD local steps. With AdamW (the default local optimizer) the
+corrected gradient is rescaled by Adam's preconditioner, so the control variates are a heuristic;
+``--optim sgd`` runs the exact form (TrainingArguments' SGD, no momentum, ``--weight_decay 0``).
+With ``--server_lr 1`` the new global adapter is exactly FedAvg's weighted mean.
+
+``--fedopt_variant openfedllm`` reproduces OpenFedLLM's client: the correction is applied to the
+parameters after each optimizer step (w <- w - eta_l * (c - c_i)), which equals the gradient form
+for plain SGD but not for AdamW; its server ignores ``--server_lr`` (x <- weighted mean). Other
+deliberate differences (both variants): server arithmetic in float32; a fp16 step skipped by the
+loss scaler still counts in K * eta_l.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
+from federated_learning.aggregators.base import Aggregator, ClientHook
+from federated_learning.aggregators.pseudo_gradient import (
+    apply_step,
+    check_same_keys,
+    check_updates,
+    clone_state,
+    mean_delta,
+    zeros_like_state,
+)
+from federated_learning.aggregators.registry import register
+from federated_learning.state import weighted_average
+from federated_learning.types import ClientUpdate, StateDict
+
+logger = logging.getLogger(__name__)
+
+DELTA_C = "delta_c"
+"""Key of the control-variate delta in ``ClientUpdate.extras``."""
+
+
+class ScaffoldHook(ClientHook):
+    """Client side of SCAFFOLD for one client-round: corrects steps, then reports Δc_i."""
+
+    def __init__(
+        self,
+        payload: Mapping[str, StateDict],
+        global_params: StateDict,
+        trainable: Mapping[str, torch.nn.Parameter],
+        post_step: bool = False,
+    ) -> None:
+        """``payload`` holds "c" and "c_i" (absent: zeros); ``post_step`` selects OpenFedLLM's form."""
+        self.trainable = dict(trainable)
+        self.global_params = global_params
+        self.c = payload.get("c")
+        self.c_i = payload.get("c_i")
+        self.post_step = post_step
+        self.steps = 0
+        self.lr_sums = dict.fromkeys(self.trainable, 0.0)
+        self._last_lr = dict.fromkeys(self.trainable, 0.0)
+        self._corrections: dict[str, torch.Tensor] = {}
+        self._extras: dict[str, StateDict] | None = None
+
+    def _correction(self, key: str, param: torch.nn.Parameter) -> torch.Tensor:
+        # (c - c_i) in float32 on the parameter's device, built once per round, never per step.
+        if key not in self._corrections:
+            corr = torch.zeros(param.shape, dtype=torch.float32)
+            if self.c is not None:
+                corr += self.c[key].float()
+            if self.c_i is not None:
+                corr -= self.c_i[key].float()
+            self._corrections[key] = corr.to(param.device)
+        return self._corrections[key]
+
+    def _learning_rates(self, optimizer: Any) -> dict[str, float]:
+        if optimizer is None:
+            raise RuntimeError("the SCAFFOLD hook needs the optimizer (transformers passes optimizer= to callbacks)")
+        by_param = {id(p): float(group["lr"]) for group in optimizer.param_groups for p in group["params"]}
+        # A parameter the optimizer does not hold is never updated: it takes no step (lr 0).
+        return {key: by_param.get(id(param), 0.0) for key, param in self.trainable.items()}
+
+    @torch.no_grad()
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """Record this step's learning rates; add (c - c_i) to the gradients (paper form)."""
+        self.steps += 1
+        for key, lr in self._learning_rates(kwargs.get("optimizer")).items():
+            self.lr_sums[key] += lr
+            self._last_lr[key] = lr
+        if self.post_step:
+            return
+        for key, param in self.trainable.items():
+            corr = self._correction(key, param)
+            if param.grad is None:
+                param.grad = corr.to(param.dtype)
+            else:
+                param.grad.add_(corr.to(param.grad.dtype))
+
+    @torch.no_grad()
+    def on_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """OpenFedLLM form only: w <- w - eta_l * (c - c_i) after the optimizer step."""
+        if not self.post_step:
+            return
+        for key, param in self.trainable.items():
+            param.sub_((self._correction(key, param) * self._last_lr[key]).to(param.dtype))
+
+    @torch.no_grad()
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """Compute Δc_i = (x - y_i) / Σ eta_l - c from the trained parameters."""
+        delta = {}
+        for key, param in self.trainable.items():
+            c = self.c[key].float() if self.c is not None else torch.zeros(param.shape, dtype=torch.float32)
+            if self.lr_sums[key] > 0:
+                drift = self.global_params[key].float() - param.detach().to("cpu", torch.float32)
+                delta[key] = drift / self.lr_sums[key] - c
+            else:
+                # No step was taken: c_i+ is undefined, so the client's variate is left as it was.
+                logger.warning("SCAFFOLD: %s took no optimizer step this round; its control variate is kept", key)
+                delta[key] = torch.zeros_like(c)
+        self._extras = {DELTA_C: delta}
+
+    def extras(self) -> dict[str, StateDict]:
+        """{"delta_c": c_i+ - c_i} (float32, on CPU), available once training has ended."""
+        if self._extras is None:
+            raise RuntimeError("SCAFFOLD extras are computed at on_train_end; local training has not ended")
+        return self._extras
+
+
+@register
+class Scaffold(Aggregator):
+    """SCAFFOLD server: FedAvg step scaled by ``server_lr``, plus control-variate bookkeeping."""
+
+    name = "scaffold"
+
+    def __init__(self, **hyperparameters: Any) -> None:
+        """Read ``server_lr`` (> 0), ``num_clients`` (N, required) and ``fedopt_variant``."""
+        super().__init__(**hyperparameters)
+        self.server_lr = float(self.hparam("server_lr"))
+        self.post_step = self.variant() == "openfedllm"
+        num_clients = self.hparam("num_clients")
+        if num_clients is None or int(num_clients) < 1:
+            raise ValueError(f"scaffold needs num_clients (--num_clients) >= 1, the total number of clients; got {num_clients}")
+        if not self.server_lr > 0:
+            raise ValueError(f"--server_lr must be > 0, got {self.server_lr}")
+        self.num_clients = int(num_clients)
+        self.c: StateDict | None = None
+        self.c_i: dict[int, StateDict] = {}
+
+    def client_payload(self, client_id: int) -> dict[str, StateDict]:
+        """{"c": c, "c_i": c_i} where allocated (absent entries are zeros). Do not mutate."""
+        payload = {}
+        if self.c is not None:
+            payload["c"] = self.c
+        if client_id in self.c_i:
+            payload["c_i"] = self.c_i[client_id]
+        return payload
+
+    def client_hooks(
+        self,
+        payload: Mapping[str, StateDict],
+        global_params: StateDict,
+        trainable: Mapping[str, torch.nn.Parameter],
+    ) -> list[ClientHook]:
+        """The SCAFFOLD correction hook for one client-round."""
+        return [ScaffoldHook(payload, global_params, trainable, post_step=self.post_step)]
+
+    @torch.no_grad()
+    def aggregate(
+        self, global_params: StateDict, updates: Sequence[ClientUpdate], server_round: int
+    ) -> StateDict:
+        """x <- x + eta_g * Δ̄;  c <- c + (1/N) Σ Δc_i;  c_i <- c_i + Δc_i."""
+        check_updates(global_params, updates)
+        if len(updates) > self.num_clients:
+            raise ValueError(f"{len(updates)} clients trained but num_clients (N) is {self.num_clients}")
+        for update in updates:
+            if DELTA_C not in update.extras:
+                raise ValueError(f"client {update.client_id} sent no {DELTA_C!r}: did local training run the SCAFFOLD hook?")
+            check_same_keys(update.extras[DELTA_C], global_params, f"{DELTA_C} of client {update.client_id}")
+        if self.c is not None:
+            check_same_keys(self.c, global_params, "control variate c")
+
+        if self.post_step or self.server_lr == 1.0:
+            # x + 1 * (ȳ - x) is ȳ: return FedAvg's mean itself, bit for bit.
+            new_global = weighted_average([u.params for u in updates], [u.num_examples for u in updates])
+        else:
+            new_global = apply_step(global_params, mean_delta(global_params, updates), self.server_lr)
+
+        c = self.c if self.c is not None else zeros_like_state(global_params)
+        new_c = {}
+        for key, value in c.items():
+            total = torch.zeros_like(value)
+            for update in updates:
+                total.add_(update.extras[DELTA_C][key].float())
+            new_c[key] = value + total / self.num_clients
+        for update in updates:
+            old = self.c_i[update.client_id] if update.client_id in self.c_i else zeros_like_state(global_params)
+            self.c_i[update.client_id] = {
+                key: old[key] + update.extras[DELTA_C][key].float() for key in global_params
+            }
+        self.c = new_c
+        return new_global
+
+    def state_dict(self) -> dict[str, Any]:
+        """{"c": {key: tensor}, "c_i": {"<client id>": {key: tensor}}}, each present once allocated."""
+        state: dict[str, Any] = {}
+        if self.c is not None:
+            state["c"] = self.c
+        if self.c_i:
+            state["c_i"] = {str(cid): variate for cid, variate in sorted(self.c_i.items())}
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore c and the c_i (copied, float32)."""
+        self.c = clone_state(state["c"]) if "c" in state else None
+        self.c_i = {int(cid): clone_state(variate) for cid, variate in state.get("c_i", {}).items()}

@@ -1,0 +1,92 @@
+"""Local training of one client for one round, with one TRL trainer reused for the whole run.
+
+Building a TRL trainer and re-tokenising a client's data every round is what made OpenFedLLM spend
+~11% of a round outside local steps. Here the data is tokenised once per run and a single trainer
+is built once; each client-round swaps in that client's rows, the round's learning rate, a fresh
+optimizer and the algorithm's callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+logger = logging.getLogger(__name__)
+
+
+class StepProgress(TrainerCallback):
+    """A tqdm bar over the local steps of the client being trained (nested under the round bar)."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+        self.description = ""
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object) -> None:
+        self.bar = tqdm(total=state.max_steps, desc=self.description, position=1, leave=False, dynamic_ncols=True)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class LocalTrainer:
+    """Trains the shared model on one client's rows for ``max_steps`` steps at a given learning rate."""
+
+    def __init__(self, trainer: Trainer, show_progress: bool = True) -> None:
+        """Take a built TRL trainer (SFTTrainer or DPOTrainer) over already-prepared data."""
+        self.trainer = trainer
+        # The default progress/printer callbacks print a metrics dict after every client; the
+        # round loop logs one concise line per round instead.
+        trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)
+        self.progress = StepProgress() if show_progress else None
+        if self.progress is not None:
+            trainer.add_callback(self.progress)
+
+    def train(
+        self,
+        client_id: int,
+        rows: Dataset,
+        learning_rate: float,
+        seed: int,
+        callbacks: Sequence[TrainerCallback] = (),
+    ) -> dict[str, float]:
+        """Run local training; return train loss, steps and seconds."""
+        trainer = self.trainer
+        trainer.train_dataset = rows
+        trainer.args.learning_rate = learning_rate
+        trainer.args.seed = seed
+        trainer.args.data_seed = seed
+        # A fresh optimizer every round (the server, not the client, carries state across rounds).
+        trainer.optimizer = None
+        trainer.lr_scheduler = None
+        if self.progress is not None:
+            self.progress.description = f"client {client_id}"
+        # Dropout and the data order draw from torch's RNG: seeding per (client, round) makes every
+        # round reproducible on its own, which is what makes resume exact.
+        torch.manual_seed(seed)
+        for callback in callbacks:
+            trainer.add_callback(callback)
+        start = time.perf_counter()
+        try:
+            output = trainer.train()
+        finally:
+            for callback in callbacks:
+                trainer.remove_callback(callback)
+        return {
+            "train_loss": float(output.training_loss),
+            "steps": int(output.global_step),
+            "seconds": time.perf_counter() - start,
+        }

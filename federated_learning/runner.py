@@ -1,0 +1,128 @@
+"""What main_sft.py and main_dpo.py share: run folder, threads, model + adapter, the simulation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
+
+from config import FedArguments, ScriptArguments, to_dict
+from federated_learning.aggregators import get_aggregator
+from federated_learning.checkpoint import load_checkpoint
+from federated_learning.client import LocalTrainer
+from federated_learning.simulation import Evaluator, RoundPlan, Simulation
+from federated_learning.state import trainable_parameters
+from utils.model import add_lora_adapter, bf16_supported, default_device, load_model_and_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def setup_logging() -> None:
+    """One concise log format; library chatter that is known to be harmless stays quiet."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    import datasets
+    import transformers
+
+    # Per-call progress bars of weight loading and dataset maps would interleave with the round bar.
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+def set_threads(requested: int) -> int:
+    """Use ``requested`` intra-op threads, or one per CPU this process may run on."""
+    threads = requested if requested > 0 else len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def default_run_name(script_args: ScriptArguments, fed_args: FedArguments) -> str:
+    """OpenFedLLM's run-folder naming, so its result paths stay familiar."""
+    dataset = script_args.dataset_name.rstrip("/").split("/")[-1]
+    return (
+        f"{dataset}_{script_args.dataset_sample}_{fed_args.fed_alg}_c{fed_args.num_clients}s{fed_args.sample_clients}"
+        f"_i{script_args.max_steps}_b{script_args.batch_size}a{script_args.gradient_accumulation_steps}"
+        f"_l{script_args.seq_length}_r{script_args.peft_lora_r}a{script_args.peft_lora_alpha}"
+        f"_{time.strftime('%Y%m%d%H%M%S')}"
+    )
+
+
+def make_run_dir(script_args: ScriptArguments, fed_args: FedArguments) -> Path:
+    """The run folder (a resumed run continues in its checkpoint's folder); writes config.json."""
+    if script_args.resume_from_checkpoint is not None:
+        run_dir = Path(script_args.resume_from_checkpoint).resolve().parent
+    else:
+        run_dir = Path(script_args.output_dir) / (script_args.run_name or default_run_name(script_args, fed_args))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(to_dict(script_args, fed_args), indent=1))
+    return run_dir
+
+
+def load_peft_model(script_args: ScriptArguments, adapter_dir: str | None = None) -> tuple[PeftModel, PreTrainedTokenizerBase]:
+    """Base model + tokenizer + LoRA adapter as the flags ask."""
+    model, tokenizer = load_model_and_tokenizer(
+        script_args.model_name_or_path,
+        cache_dir=script_args.model_cache_dir,
+        torch_dtype=script_args.torch_dtype,
+        load_in_8bit=script_args.load_in_8bit,
+        load_in_4bit=script_args.load_in_4bit,
+        trust_remote_code=script_args.trust_remote_code,
+    )
+    peft_model = add_lora_adapter(
+        model,
+        r=script_args.peft_lora_r,
+        alpha=script_args.peft_lora_alpha,
+        dropout=script_args.peft_lora_dropout,
+        modules=script_args.peft_target_modules,
+        gradient_checkpointing=script_args.gradient_checkpointing,
+        adapter_dir=adapter_dir,
+    )
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    logger.info("model loaded: %d trainable of %d parameters (%.3f%%)", trainable, total, 100 * trainable / total)
+    return peft_model, tokenizer
+
+
+def use_bf16(script_args: ScriptArguments) -> bool:
+    """bf16 autocast: as asked, else wherever the device supports it well."""
+    if script_args.bf16 is not None:
+        return script_args.bf16
+    return bf16_supported(default_device())
+
+
+def run_simulation(
+    script_args: ScriptArguments,
+    fed_args: FedArguments,
+    model: PeftModel,
+    local_trainer: LocalTrainer,
+    shards: Sequence[Dataset],
+    run_dir: Path,
+    evaluator: Evaluator | None,
+) -> Simulation:
+    """Build the aggregator and the round loop, resume if asked, and train every remaining round."""
+    aggregator = get_aggregator(fed_args.fed_alg, **to_dict(fed_args))
+    plan = RoundPlan(
+        fed_alg=fed_args.fed_alg,
+        num_rounds=fed_args.num_rounds,
+        num_clients=fed_args.num_clients,
+        sample_clients=fed_args.sample_clients,
+        examples_per_round=script_args.batch_size * script_args.gradient_accumulation_steps * script_args.max_steps,
+        learning_rate=script_args.learning_rate,
+        min_learning_rate=script_args.min_learning_rate,
+        seed=script_args.seed,
+        save_model_freq=fed_args.save_model_freq,
+        eval_every=script_args.eval_every,
+    )
+    simulation = Simulation(plan, model, trainable_parameters(model), local_trainer, shards, aggregator, run_dir, evaluator)
+    if script_args.resume_from_checkpoint is not None:
+        simulation.restore(*load_checkpoint(script_args.resume_from_checkpoint))
+        logger.info("resumed from %s after round %d", script_args.resume_from_checkpoint, simulation.rounds_done)
+    simulation.run()
+    logger.info("run folder: %s", run_dir)
+    return simulation

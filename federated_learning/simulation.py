@@ -1,0 +1,188 @@
+"""THE round loop, shared by SFT and DPO.
+
+sample clients -> broadcast the global adapter -> local training -> collect ClientUpdates ->
+aggregate -> evaluate / checkpoint / log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from federated_learning.aggregators import Aggregator
+from federated_learning.checkpoint import save_checkpoint
+from federated_learning.client import LocalTrainer
+from federated_learning.sampling import derive_seed, sample_clients, sample_examples
+from federated_learning.state import get_state, is_finite, num_bytes, set_state
+from federated_learning.types import ClientUpdate, StateDict
+from utils.schedule import cosine_learning_rate
+
+logger = logging.getLogger(__name__)
+
+Evaluator = Callable[[torch.nn.Module], dict[str, float]]
+
+
+@dataclass
+class RoundPlan:
+    """The federated settings the loop needs (a view of the parsed config)."""
+
+    fed_alg: str
+    num_rounds: int
+    num_clients: int
+    sample_clients: int
+    examples_per_round: int  # batch_size x gradient_accumulation_steps x max_steps
+    learning_rate: float
+    min_learning_rate: float
+    seed: int
+    save_model_freq: int
+    eval_every: int = 0
+
+
+@dataclass
+class Simulation:
+    """State of one federated run in a single process."""
+
+    plan: RoundPlan
+    model: Any  # a PeftModel; the live adapter always holds the global state between rounds
+    trainable: dict[str, torch.nn.Parameter]
+    local_trainer: LocalTrainer
+    shards: Sequence[Dataset]
+    aggregator: Aggregator
+    run_dir: Path
+    evaluator: Evaluator | None = None
+    rounds_done: int = 0
+    training_loss: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+    def __post_init__(self) -> None:
+        if self.training_loss.size == 0:
+            self.training_loss = np.full((self.plan.num_clients, self.plan.num_rounds), -1.0)
+
+    # ------------------------------------------------------------------ state for checkpoints
+    def server_state(self) -> dict[str, Any]:
+        """Everything besides the adapter that resuming needs."""
+        return {
+            "aggregator": self.aggregator.state_dict(),
+            "training_loss": torch.from_numpy(self.training_loss.copy()),
+            "fed_alg": self.plan.fed_alg,
+        }
+
+    def restore(self, rounds_done: int, global_params: StateDict, server_state: dict[str, Any]) -> None:
+        """Continue from a checkpoint written by ``save_checkpoint``."""
+        if server_state.get("fed_alg") != self.plan.fed_alg:
+            raise ValueError(
+                f"--resume_from_checkpoint was written by --fed_alg {server_state.get('fed_alg')}, "
+                f"not {self.plan.fed_alg}; resume with the same algorithm"
+            )
+        if rounds_done > self.plan.num_rounds:
+            raise ValueError(
+                f"--resume_from_checkpoint has {rounds_done} rounds done, more than --num_rounds {self.plan.num_rounds}"
+            )
+        set_state(self.trainable, global_params)
+        self.aggregator.load_state_dict(server_state.get("aggregator", {}))
+        saved = server_state["training_loss"].numpy()
+        rounds = min(saved.shape[1], self.plan.num_rounds)
+        self.training_loss[: saved.shape[0], :rounds] = saved[:, :rounds]
+        self.rounds_done = rounds_done
+        self._truncate_metrics(rounds_done)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> StateDict:
+        """Train the remaining rounds; return the final global adapter."""
+        plan = self.plan
+        global_params = get_state(self.trainable)
+        if self.rounds_done == 0 and self.evaluator is not None:
+            self._write_metrics({"round": 0, **self._evaluate()})
+        bar = tqdm(range(self.rounds_done, plan.num_rounds), desc="rounds", position=0, dynamic_ncols=True,
+                   initial=self.rounds_done, total=plan.num_rounds)
+        for server_round in bar:
+            start = time.perf_counter()
+            global_params, record = self._one_round(server_round, global_params)
+            done = server_round + 1
+            self.rounds_done = done
+            last = done == plan.num_rounds
+            if self.evaluator is not None and (last or (plan.eval_every and done % plan.eval_every == 0)):
+                record.update(self._evaluate())
+            if last or done % plan.save_model_freq == 0:
+                save_checkpoint(self.run_dir, done, self.model, self.server_state())
+                np.save(self.run_dir / "training_loss.npy", self.training_loss)
+            record["round_seconds"] = time.perf_counter() - start
+            self._write_metrics(record)
+            logger.info(self._summary(record))
+        return global_params
+
+    def _one_round(self, server_round: int, global_params: StateDict) -> tuple[StateDict, dict[str, Any]]:
+        plan = self.plan
+        clients = sample_clients(plan.fed_alg, plan.num_clients, plan.sample_clients, plan.seed, server_round)
+        lr = cosine_learning_rate(server_round, plan.num_rounds, plan.learning_rate, plan.min_learning_rate)
+        updates: list[ClientUpdate] = []
+        client_metrics: dict[str, dict[str, float]] = {}
+        for cid in clients:
+            set_state(self.trainable, global_params)  # broadcast
+            hooks = self.aggregator.client_hooks(self.aggregator.client_payload(cid), global_params, self.trainable)
+            shard = self.shards[cid]
+            rows = shard.select(sample_examples(len(shard), plan.examples_per_round, plan.seed, cid, server_round))
+            metrics = self.local_trainer.train(cid, rows, lr, derive_seed(plan.seed, cid, server_round), hooks)
+            params = get_state(self.trainable)
+            extras: dict[str, StateDict] = {}
+            for hook in hooks:
+                extras.update(hook.extras())
+            if not (is_finite(params) and all(is_finite(e) for e in extras.values())):
+                logger.warning("round %d: client %d returned NaN/Inf; left out of aggregation", server_round + 1, cid)
+                metrics["skipped"] = 1.0
+            else:
+                updates.append(ClientUpdate(cid, params, len(shard), metrics, extras))
+            metrics["bytes_uploaded"] = float(num_bytes(params) + sum(num_bytes(e) for e in extras.values()))
+            client_metrics[str(cid)] = metrics
+            self.training_loss[cid, server_round] = metrics["train_loss"]
+        if updates:
+            global_params = self.aggregator.aggregate(global_params, updates, server_round + 1)
+        else:
+            logger.warning("round %d: no usable client update; the global adapter is unchanged", server_round + 1)
+        set_state(self.trainable, global_params)
+        losses = [m["train_loss"] for m in client_metrics.values()]
+        return global_params, {
+            "round": server_round + 1,
+            "clients": clients,
+            "learning_rate": lr,
+            "mean_train_loss": float(np.mean(losses)),
+            "client_metrics": client_metrics,
+        }
+
+    # ------------------------------------------------------------------ helpers
+    def _evaluate(self) -> dict[str, float]:
+        assert self.evaluator is not None
+        start = time.perf_counter()
+        metrics = self.evaluator(self.model)
+        metrics["eval_seconds"] = time.perf_counter() - start
+        return metrics
+
+    def _write_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _truncate_metrics(self, rounds_done: int) -> None:
+        path = self.run_dir / "metrics.jsonl"
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines() if json.loads(line)["round"] <= rounds_done]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def _summary(self, record: dict[str, Any]) -> str:
+        evals = " | ".join(f"{k} {v:.4g}" for k, v in record.items() if k.startswith("eval_") and k != "eval_seconds")
+        parts = [
+            f"round {record['round']}/{self.plan.num_rounds}",
+            f"clients {record['clients']}",
+            f"loss {record['mean_train_loss']:.4f}",
+            *([evals] if evals else []),
+            f"{record['round_seconds']:.1f} s",
+        ]
+        return " | ".join(parts)

