@@ -1,0 +1,302 @@
+"""SFT datasets: load a hub, local or bundled dataset as ``instruction`` / ``response`` rows.
+
+Reproduces OpenFedLLM's ``get_dataset`` + ``process_sft_dataset``: the same hub names, the same
+column mappings (alpaca inputs appended with a space, MathInstruct deduplicated by instruction),
+then ``shuffle(seed=2023)`` and the first ``dataset_sample`` rows. Differences, on purpose:
+``--local_data_dir`` folders are read file by file (json/jsonl/parquet/csv, split picked from the
+file names) instead of through a hub loading script; plain local files and folders are accepted;
+the MATH ``type`` column is kept as ``category`` (and any ``label`` / ``category`` column a source
+has survives) so non-IID partitioners can use it. Every other column is dropped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+logger = logging.getLogger(__name__)
+
+KEPT_COLUMNS = ("label", "category")
+BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
+_BUILDER_PRIORITY = ("parquet", "json", "csv")  # when a folder mixes formats, the first one wins
+# Split keywords in file / folder names, after the conventions of the Hub's data-file resolution.
+_SPLIT_SYNONYMS = {
+    "train": "train", "training": "train",
+    "test": "test", "testing": "test", "eval": "test", "evaluation": "test",
+    "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
+}
+_LOCAL_SCHEMA = ("instruction + response, or instruction + input + output (alpaca format; input "
+                 "may be absent); optional label / category columns are kept")
+
+
+@dataclass(frozen=True)
+class SftMapping:
+    """How one source schema becomes the ``instruction`` / ``response`` (+ ``category``) columns."""
+
+    instruction: str
+    response: str
+    input_col: str | None = None  # alpaca: appended to the instruction after a space when non-empty
+    category: str | None = None  # source column renamed to "category" (kept for non-IID splits)
+    config: str | None = None  # hub config name, load_dataset's second argument
+    dedup_instruction: bool = False  # keep only the first row of each distinct instruction
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """Source columns this mapping reads."""
+        cols = (self.instruction, self.input_col, self.response, self.category)
+        return tuple(c for c in cols if c is not None)
+
+
+ALPACA = SftMapping("instruction", "output", input_col="input")
+GSM8K = SftMapping("question", "answer", config="main")
+
+HUB_SFT_DATASETS: dict[str, SftMapping] = {
+    "vicgalle/alpaca-gpt4": ALPACA,
+    "tatsu-lab/alpaca": ALPACA,
+    "gbharti/finance-alpaca": ALPACA,
+    "yahma/alpaca-cleaned": ALPACA,
+    "lucasmccabe-lmi/CodeAlpaca-20k": ALPACA,
+    "FinGPT/fingpt-sentiment-train": ALPACA,
+    "WizardLM/WizardLM_evol_instruct_70k": SftMapping("instruction", "output"),
+    "TIGER-Lab/MathInstruct": SftMapping("instruction", "output", dedup_instruction=True),
+    "lighteval/MATH": SftMapping("problem", "solution", category="type", config="all"),
+    "gsm8k": GSM8K,
+    # The flashcards' own "instruction" is one fixed sentence; OpenFedLLM uses "input" instead.
+    "medalpaca/medical_meadow_medical_flashcards": SftMapping("input", "output"),
+}
+BUNDLED_SFT_DATASETS: dict[str, SftMapping] = {
+    "bundled/fin_sentiment": ALPACA,  # FinGPT sentiment style, plus a "label" column
+    "bundled/arithmetic": GSM8K,  # GSM8K style, plus a "category" column
+}
+BUNDLED_DPO_DATASETS = ("bundled/preferences",)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a dataset comes from, decided once from the flags."""
+
+    kind: str  # "hub" | "bundled" | "files"
+    mapping: SftMapping | None  # None: plain local data, mapping chosen from its columns
+    path: Path | None = None  # file or folder for kind "files"
+
+
+def _supported_names() -> str:
+    return ", ".join([*HUB_SFT_DATASETS, *BUNDLED_SFT_DATASETS])
+
+
+def _is_hidden(path: Path) -> bool:
+    return any(part.startswith(".") for part in path.parts)
+
+
+def _data_files(folder: Path, config: str | None = None) -> tuple[Path, list[Path]]:
+    """The data files under ``folder`` (or its ``config`` subfolder, as hub mirrors lay them out)."""
+    if config is not None and (folder / config).is_dir():
+        folder = folder / config
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in BUILDERS
+                   and not _is_hidden(p.relative_to(folder)))
+    if not files:
+        raise ValueError(f"Folder {folder} holds no {'/'.join(BUILDERS)} files. Put the dataset's "
+                         "data files there (e.g. `huggingface-cli download --repo-type dataset <name> "
+                         "--local-dir <folder>`) or point --dataset_name at a data file.")
+    return folder, files
+
+
+def _split_of(relative: Path) -> str | None:
+    """The split a file belongs to from its folder / file name tokens, or None when unnamed."""
+    for part in (*relative.parent.parts, relative.stem):
+        for token in re.split(r"[-._ 0-9]+", part.lower()):
+            if token in _SPLIT_SYNONYMS:
+                return _SPLIT_SYNONYMS[token]
+    return None
+
+
+def _files_for_split(folder: Path, files: list[Path], split: str) -> tuple[str, list[str]]:
+    """The builder name and the files of ``split``; unnamed files all count as the train split."""
+    tags = {f: _split_of(f.relative_to(folder)) for f in files}
+    wanted = _SPLIT_SYNONYMS.get(split.lower(), split.lower())
+    found = sorted({t for t in tags.values() if t is not None})
+    if not found:
+        if wanted != "train":
+            raise ValueError(f"Folder {folder} has no split-named files (train*/test*), so all of it is "
+                             f"the train split; split {split!r} does not exist there.")
+        chosen = files
+    else:
+        chosen = [f for f, t in tags.items() if t == wanted]
+        if not chosen:
+            raise ValueError(f"Folder {folder} has no files for split {split!r} (found splits: "
+                             f"{', '.join(found)}). Name the files or subfolders after the split.")
+    by_builder: dict[str, list[str]] = {}
+    for f in chosen:
+        by_builder.setdefault(BUILDERS[f.suffix.lower()], []).append(str(f))
+    builder = next(b for b in _BUILDER_PRIORITY if b in by_builder)
+    if len(by_builder) > 1:
+        logger.warning("Folder %s mixes %s files; reading only the %s ones.", folder,
+                       "/".join(sorted(by_builder)), builder)
+    return builder, by_builder[builder]
+
+
+def _check_file(path: Path) -> None:
+    if path.suffix.lower() not in BUILDERS:
+        raise ValueError(f"--dataset_name {path}: unsupported file type {path.suffix!r}; use one of "
+                         f"{', '.join(BUILDERS)} with columns {_LOCAL_SCHEMA}.")
+
+
+def _resolve(dataset_name: str, local_data_dir: str | None) -> _Source:
+    """Decide where ``dataset_name`` comes from, raising a clear ValueError for bad flags."""
+    if not dataset_name or not dataset_name.strip():
+        raise ValueError(f"--dataset_name is empty; pass one of: {_supported_names()}, or a local file.")
+    if dataset_name in BUNDLED_DPO_DATASETS:
+        raise ValueError(f"--dataset_name {dataset_name} is a preference (DPO) dataset with chosen/"
+                         f"rejected pairs; use it with main_dpo.py, or pick an SFT dataset: "
+                         f"{', '.join(BUNDLED_SFT_DATASETS)}.")
+    if dataset_name in BUNDLED_SFT_DATASETS:
+        return _Source("bundled", BUNDLED_SFT_DATASETS[dataset_name])
+    if dataset_name.startswith("bundled/"):
+        raise ValueError(f"--dataset_name {dataset_name}: no such bundled dataset; bundled SFT datasets "
+                         f"are {', '.join(BUNDLED_SFT_DATASETS)}.")
+    root = None
+    if local_data_dir:
+        root = Path(local_data_dir).expanduser()
+        if not root.is_dir():
+            raise ValueError(f"--local_data_dir {local_data_dir}: no such folder. Create it (it holds "
+                             "<local_data_dir>/<dataset_name>/ mirrors of hub datasets) or drop the flag.")
+    mapping = HUB_SFT_DATASETS.get(dataset_name)
+    if mapping is not None:
+        if root is None:
+            return _Source("hub", mapping)
+        folder = root / dataset_name
+        if not folder.is_dir():
+            raise ValueError(f"--local_data_dir {local_data_dir}: expected the folder {folder} holding a "
+                             f"copy of the hub dataset {dataset_name} (json/jsonl/parquet/csv files), "
+                             f"e.g. `huggingface-cli download --repo-type dataset {dataset_name} "
+                             f"--local-dir {folder}`; or drop --local_data_dir to load it from the Hub.")
+        _data_files(folder, mapping.config)
+        return _Source("files", mapping, folder)
+    candidates = ([root / dataset_name] if root is not None else []) + [Path(dataset_name).expanduser()]
+    for path in candidates:
+        if path.is_file():
+            _check_file(path)
+            return _Source("files", None, path)
+        if path.is_dir():
+            _data_files(path)
+            return _Source("files", None, path)
+    raise ValueError(
+        f"--dataset_name {dataset_name}: not a supported dataset and no such file or folder (looked at "
+        f"{', '.join(str(p) for p in candidates)}). Supported names: {_supported_names()}. Hub names are "
+        "read from <--local_data_dir>/<name>/ when --local_data_dir is set; otherwise pass a local "
+        f"{'/'.join(BUILDERS)} file or folder with columns {_LOCAL_SCHEMA}.")
+
+
+def validate_sft_data_args(dataset_name: str, local_data_dir: str | None) -> None:
+    """Check --dataset_name / --local_data_dir cheaply, before any model loads."""
+    _resolve(dataset_name, local_data_dir)
+
+
+def _read_files(path: Path, mapping: SftMapping | None, split: str) -> datasets.Dataset:
+    """Read a data file, or a folder's files of ``split``, with the matching ``datasets`` builder."""
+    if path.is_file():
+        builder, files = BUILDERS[path.suffix.lower()], [str(path)]
+    else:
+        folder, found = _data_files(path, mapping.config if mapping else None)
+        builder, files = _files_for_split(folder, found, split)
+    kwargs: dict[str, Any] = {}
+    if builder == "csv":
+        # Keep text columns text: pandas would turn "007" into 7.
+        kwargs["converters"] = dict.fromkeys(("instruction", "input", "output", "response", "question",
+                                         "answer", "problem", "solution"), str)
+    logger.info("Reading %d %s file(s) for split %s from %s", len(files), builder, split, path)
+    return datasets.load_dataset(builder, data_files=files, split="train", **kwargs)
+
+
+def _local_mapping(columns: list[str], where: str) -> SftMapping:
+    """Pick the mapping for a plain local file from the columns it has."""
+    if "instruction" in columns and "response" in columns:
+        return SftMapping("instruction", "response")
+    if "instruction" in columns and "output" in columns:
+        return SftMapping("instruction", "output", input_col="input" if "input" in columns else None)
+    missing = [c for c in ("instruction", "response") if c not in columns]
+    raise ValueError(f"{where}: missing column(s) {', '.join(missing)} (has: {', '.join(columns)}). "
+                     f"Expected {_LOCAL_SCHEMA}.")
+
+
+def _text(value: Any) -> str:
+    """A cell as text; missing cells (None, CSV's NaN) become empty strings."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def _first_occurrences(values: Any) -> list[int]:
+    """Indices of the first row holding each distinct value, in order (pandas drop_duplicates)."""
+    seen: set[str] = set()
+    first = []
+    for i, value in enumerate(values):
+        if value not in seen:
+            seen.add(value)
+            first.append(i)
+    return first
+
+
+def _apply_mapping(dataset: datasets.Dataset, mapping: SftMapping, where: str) -> datasets.Dataset:
+    """Build instruction / response (+ label / category) columns and drop everything else."""
+    missing = [c for c in mapping.required if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{where}: missing column(s) {', '.join(missing)} (has: "
+                         f"{', '.join(dataset.column_names)}). Expected columns: "
+                         f"{', '.join(mapping.required)}.")
+    kept = [c for c in KEPT_COLUMNS if c in dataset.column_names and c != mapping.category]
+
+    def convert(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        instructions = [_text(v) for v in batch[mapping.instruction]]
+        if mapping.input_col is not None:
+            extra = [_text(v) for v in batch[mapping.input_col]]
+            instructions = [f"{i} {x}" if x else i for i, x in zip(instructions, extra, strict=True)]
+        out = {"instruction": instructions, "response": [_text(v) for v in batch[mapping.response]]}
+        out.update({c: batch[c] for c in kept})
+        if mapping.category is not None:
+            out["category"] = batch[mapping.category]
+        return out
+
+    dataset = dataset.map(convert, batched=True, remove_columns=dataset.column_names,
+                          desc="Mapping to instruction/response")
+    if mapping.dedup_instruction:
+        first = _first_occurrences(dataset["instruction"])
+        logger.info("Dropped %d rows with repeated instructions", len(dataset) - len(first))
+        dataset = dataset.select(first)
+    order = ["instruction", "response", *[c for c in KEPT_COLUMNS if c in dataset.column_names]]
+    return dataset.select_columns(order)
+
+
+def load_sft_dataset(dataset_name: str, local_data_dir: str | None = None,
+                     dataset_sample: int | None = 20000, split: str = "train",
+                     seed: int = 2023) -> datasets.Dataset:
+    """Load ``dataset_name`` as instruction / response rows, shuffled and cut to ``dataset_sample``."""
+    if dataset_sample is not None and dataset_sample < 0:
+        raise ValueError(f"--dataset_sample {dataset_sample}: must be >= 0 (0 or None keeps every row).")
+    source = _resolve(dataset_name, local_data_dir)
+    if source.kind == "bundled":
+        bundled = importlib.import_module("utils.bundled")  # lazy: generators only when asked for
+        raw = bundled.load_bundled(dataset_name, split)
+    elif source.kind == "hub":
+        mapping = source.mapping
+        raw = datasets.load_dataset(dataset_name, mapping.config if mapping else None, split=split)
+    else:
+        raw = _read_files(source.path, source.mapping, split)
+    where = str(source.path) if source.path is not None else f"--dataset_name {dataset_name}"
+    mapping = source.mapping or _local_mapping(raw.column_names, where)
+    dataset = _apply_mapping(raw, mapping, where)
+    if len(dataset) == 0:
+        raise ValueError(f"{where}: the {split} split has no rows.")
+    dataset = dataset.shuffle(seed=seed)
+    if dataset_sample:
+        dataset = dataset.select(range(min(len(dataset), dataset_sample)))
+    logger.info("Dataset %s (%s split) has %d examples after processing.", dataset_name, split,
+                len(dataset))
+    return dataset
