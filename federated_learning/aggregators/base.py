@@ -102,4 +102,6 @@ class Aggregator(ABC):
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
+        """Restore what ``state_dict`` returned; an aggregator without server state accepts only {}."""
+        if state:
+            raise ValueError(f"{self.name} keeps no server state, but was given {sorted(state)}")

@@ -45,9 +45,11 @@ class FedAvgM(Aggregator):
         super().__init__(**hyperparameters)
         self.openfedllm = self.variant() == "openfedllm"
         if self.openfedllm:
-            self.momentum, self.server_lr, flag = float(self.hparam("fedopt_beta1")), 1.0, "--fedopt_beta1"
+            flag, self.server_lr = "--fedopt_beta1", 1.0
+            self.momentum = float(self.hparam("fedopt_beta1"))
         else:
-            self.momentum, self.server_lr, flag = float(self.hparam("server_momentum")), float(self.hparam("server_lr")), "--server_momentum"
+            flag, self.server_lr = "--server_momentum", float(self.hparam("server_lr"))
+            self.momentum = float(self.hparam("server_momentum"))
         if not 0 <= self.momentum < 1:
             raise ValueError(f"{flag} must be in [0, 1), got {self.momentum}")
         if not self.server_lr > 0:

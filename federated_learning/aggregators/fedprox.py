@@ -18,6 +18,7 @@ Deliberate differences:
   loss, so its proximal gradient is clipped together with the data gradient; the two agree
   whenever the gradient norm stays below ``--max_grad_norm`` or clipping is off (0).
 - The difference w - w_t is computed in float32 even for bf16 adapters.
+- ``--fedopt_variant`` does not apply: OpenFedLLM's FedProx is this one up to the clipping above.
 """
 
 from __future__ import annotations

@@ -50,14 +50,16 @@ def mean_delta(
     for key, x in global_params.items():
         x32 = x.float()
         acc = torch.zeros_like(x32)
-        for update, weight in zip(updates, weights):
+        for update, weight in zip(updates, weights, strict=True):
             acc.add_(update.params[key].float() - x32, alpha=weight / total)
         out[key] = acc
     return out
 
 
 @torch.no_grad()
-def apply_step(global_params: Mapping[str, torch.Tensor], step: Mapping[str, torch.Tensor], scale: float = 1.0) -> StateDict:
+def apply_step(
+    global_params: Mapping[str, torch.Tensor], step: Mapping[str, torch.Tensor], scale: float = 1.0
+) -> StateDict:
     """Return x + scale * step, computed in float32, each key cast back to x's dtype."""
     return {key: (x.float() + scale * step[key]).to(x.dtype) for key, x in global_params.items()}
 

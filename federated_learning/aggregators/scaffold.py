@@ -28,8 +28,10 @@ With ``--server_lr 1`` the new global adapter is exactly FedAvg's weighted mean.
 ``--fedopt_variant openfedllm`` reproduces OpenFedLLM's client: the correction is applied to the
 parameters after each optimizer step (w <- w - eta_l * (c - c_i)), which equals the gradient form
 for plain SGD but not for AdamW; its server ignores ``--server_lr`` (x <- weighted mean). Other
-deliberate differences (both variants): server arithmetic in float32; a fp16 step skipped by the
-loss scaler still counts in K * eta_l.
+deliberate differences (both variants): K * eta_l is the sum of the learning rates used where
+OpenFedLLM divides by max_steps * learning_rate (equal under its constant schedule); c_i is
+allocated only for sampled clients (OpenFedLLM: all N, same values); server arithmetic in float32;
+a fp16 step skipped by the loss scaler still counts in K * eta_l.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ class Scaffold(Aggregator):
         self.post_step = self.variant() == "openfedllm"
         num_clients = self.hparam("num_clients")
         if num_clients is None or int(num_clients) < 1:
-            raise ValueError(f"scaffold needs num_clients (--num_clients) >= 1, the total number of clients; got {num_clients}")
+            raise ValueError(f"scaffold needs --num_clients >= 1 (N, all clients, sampled or not); got {num_clients}")
         if not self.server_lr > 0:
             raise ValueError(f"--server_lr must be > 0, got {self.server_lr}")
         self.num_clients = int(num_clients)
@@ -200,7 +202,9 @@ class Scaffold(Aggregator):
             raise ValueError(f"{len(updates)} clients trained but num_clients (N) is {self.num_clients}")
         for update in updates:
             if DELTA_C not in update.extras:
-                raise ValueError(f"client {update.client_id} sent no {DELTA_C!r}: did local training run the SCAFFOLD hook?")
+                raise ValueError(
+                    f"client {update.client_id} sent no {DELTA_C!r}: did local training run the SCAFFOLD hook?"
+                )
             check_same_keys(update.extras[DELTA_C], global_params, f"{DELTA_C} of client {update.client_id}")
         if self.c is not None:
             check_same_keys(self.c, global_params, "control variate c")
