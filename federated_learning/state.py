@@ -58,7 +58,7 @@ def weighted_average(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequ
     out = {}
     for key, first in states[0].items():
         acc = torch.zeros_like(first, dtype=torch.float32)
-        for state, weight in zip(states, weights):
+        for state, weight in zip(states, weights, strict=True):
             acc.add_(state[key].float(), alpha=weight / total)
         out[key] = acc.to(first.dtype)
     return out

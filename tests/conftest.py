@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import utils.quiet  # noqa: F401
 from utils.tiny_model import save_tiny_model
 
 # Tests must never reach the hub, and two cores are easily oversubscribed.

@@ -27,7 +27,9 @@ def write_jsonl(path: Path, n: int = 40) -> Path:
 
 
 def run(tmp_path: Path, model_dir: Path, *extra: str) -> Path:
-    data = write_jsonl(tmp_path / "train.jsonl") if not (tmp_path / "train.jsonl").exists() else tmp_path / "train.jsonl"
+    data = tmp_path / "train.jsonl"
+    if not data.exists():
+        write_jsonl(data)
     argv = [
         "--model_name_or_path", str(model_dir), "--dataset_name", str(data), "--output_dir", str(tmp_path / "out"),
         "--num_clients", "3", "--sample_clients", "2", "--num_rounds", "2", "--max_steps", "2", "--batch_size", "2",

