@@ -1,0 +1,119 @@
+"""Answer extractors for the registry's benchmarks: from a free-form completion to a comparable answer.
+
+The bundled tasks' extractors (``extract_sentiment``, ``extract_final_number``) live in
+``evaluation/answers.py``; these cover the public benchmarks' answer formats.
+"""
+
+from __future__ import annotations
+
+import re
+
+from evaluation.answers import extract_final_number
+
+
+def fingpt_sentiment(text: str) -> str:
+    """FinGPT's benchmark rule: "positive" if the word occurs, else "negative" if it does, else "neutral".
+
+    Kept as FinGPT scores it (an answer naming neither counts as neutral) so that numbers are
+    comparable with FinGPT's and OpenFedLLM's finance results.
+    """
+    lowered = text.lower()
+    if "positive" in lowered:
+        return "positive"
+    if "negative" in lowered:
+        return "negative"
+    return "neutral"
+
+
+def choice_letter(text: str, num_options: int) -> str | None:
+    """The option letter (A, B, ...) a completion picks, or None.
+
+    Looks, in order, for "answer is (X)" / "answer: X", a letter opening the completion ("B", "(B)",
+    "B."), then the first standalone capital option letter anywhere.
+    """
+    letters = "ABCDEFGHIJ"[:num_options]
+    patterns = (
+        rf"answer\s*(?:is|:)?\s*(?:option\s*)?\(?([{letters}])\b",
+        rf"^\s*\(?([{letters}])(?:[).:\s]|$)",
+        rf"\b([{letters}])\b",
+    )
+    for pattern in patterns:
+        match = re.search(pattern, text, flags=re.IGNORECASE if pattern is patterns[0] else 0)
+        if match:
+            return match.group(1).upper()
+    return None
+
+
+def yes_no_maybe(text: str) -> str | None:
+    """The first of yes / no / maybe that a completion states, or None."""
+    match = re.search(r"\b(yes|no|maybe)\b", text.lower())
+    return match.group(1) if match else None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced; None if absent."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start == -1:
+        return None
+    brace = text.find("{", start)
+    if brace == -1:
+        # "\boxed 5": the answer runs to the next space or dollar sign.
+        tail = text[start + len("\\boxed"):].strip()
+        return re.split(r"[\s$]", tail)[0] or None
+    depth = 0
+    for i in range(brace, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[brace + 1 : i]
+    return None
+
+
+def math_answer(text: str) -> str | None:
+    """A MATH answer: the last boxed expression, else what follows "answer is", else the last number."""
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed
+    match = re.search(r"answer is[:\s]*\$?([^$\n]+?)\$?\s*\.?\s*$", text.strip(), flags=re.IGNORECASE)
+    if match:
+        return match.group(1).strip()
+    return extract_final_number(text)
+
+
+_LATEX_NOISE = ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "$", "^\\circ", "^{\\circ}", "\\%", "%")
+
+
+def normalize_math(answer: str | None) -> str | None:
+    """Canonical text of a MATH answer so that equivalent notations compare equal.
+
+    Removes spacing/sizing commands, units in ``\\text{}``, dollar signs and degree/percent marks;
+    unifies ``\\dfrac``/``\\tfrac`` to ``\\frac``, ``\\frac12`` to ``\\frac{1}{2}``, "0.5" to ".5"
+    and drops a leading "x =".
+    """
+    if answer is None:
+        return None
+    text = answer.strip()
+    text = re.sub(r"\\text\{\s*[a-zA-Z ]*\}$", "", text)  # trailing units
+    text = re.sub(r"\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}", r"\1", text)
+    for noise in _LATEX_NOISE:
+        text = text.replace(noise, "")
+    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    text = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", text)
+    text = re.sub(r"\\frac\{([^{}]*)\}(\d)", r"\\frac{\1}{\2}", text)
+    text = re.sub(r"\\sqrt(\d)", r"\\sqrt{\1}", text)
+    text = re.sub(r"^[a-zA-Z]\s*=", "", text)
+    text = text.replace(" ", "").rstrip(".")
+    if re.fullmatch(r"-?\d+\.0+", text):
+        text = text.split(".")[0]
+    text = re.sub(r"^(-?)0\.", r"\1.", text)
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+", text):
+        text = text.replace(",", "")
+    return text
+
+
+def code_block(text: str) -> str:
+    """The first fenced code block of a completion (```python ... ```), else the completion itself."""
+    match = re.search(r"```(?:python|py|Python)?[ \t]*\n(.*?)(?:```|$)", text, flags=re.DOTALL)
+    return match.group(1) if match else text
