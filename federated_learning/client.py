@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from datasets import Dataset
@@ -18,7 +19,23 @@ from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from federated_learning.aggregators import Aggregator
+from federated_learning.sampling import derive_seed, sample_examples
+from federated_learning.state import get_state, set_state
+from federated_learning.types import ClientUpdate, StateDict
+
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoundTask:
+    """What the server asks of one client in one round, besides the global adapter and payload."""
+
+    client_id: int
+    server_round: int  # 0-based, as the round loop counts
+    learning_rate: float
+    seed: int  # the run's --seed: every per-(client, round) draw derives from it
+    examples_per_round: int  # batch_size x gradient_accumulation_steps x max_steps
 
 
 class StepProgress(TrainerCallback):
@@ -90,3 +107,29 @@ class LocalTrainer:
             "steps": int(output.global_step),
             "seconds": time.perf_counter() - start,
         }
+
+
+def train_client(
+    local_trainer: LocalTrainer,
+    trainable: Mapping[str, torch.nn.Parameter],
+    aggregator: Aggregator,
+    task: RoundTask,
+    shard: Dataset,
+    global_params: StateDict,
+    payload: Mapping[str, StateDict],
+) -> ClientUpdate:
+    """One client-round: start from the global adapter, train on this round's rows, return the update.
+
+    The single-process simulation and the Flower ClientApp both call this, so a client's round is
+    the same computation wherever it runs. ``payload`` is what ``aggregator.client_payload`` gave
+    the server for this client (e.g. SCAFFOLD's control variates); ``shard`` is the client's data.
+    """
+    set_state(trainable, global_params)  # broadcast
+    hooks = aggregator.client_hooks(payload, global_params, trainable)
+    cid, server_round = task.client_id, task.server_round
+    rows = shard.select(sample_examples(len(shard), task.examples_per_round, task.seed, cid, server_round))
+    metrics = local_trainer.train(cid, rows, task.learning_rate, derive_seed(task.seed, cid, server_round), hooks)
+    extras: dict[str, StateDict] = {}
+    for hook in hooks:
+        extras.update(hook.extras())
+    return ClientUpdate(cid, get_state(trainable), len(shard), metrics, extras)

@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from federated_learning.aggregators import Aggregator
 from federated_learning.checkpoint import save_checkpoint
-from federated_learning.client import LocalTrainer
-from federated_learning.sampling import derive_seed, sample_clients, sample_examples
+from federated_learning.client import LocalTrainer, RoundTask, train_client
+from federated_learning.sampling import sample_clients
 from federated_learning.state import get_state, is_finite, num_bytes, set_state
 from federated_learning.types import ClientUpdate, StateDict
 from utils.schedule import cosine_learning_rate
@@ -30,6 +30,12 @@ from utils.schedule import cosine_learning_rate
 logger = logging.getLogger(__name__)
 
 Evaluator = Callable[[torch.nn.Module], dict[str, float]]
+ClientRunner = Callable[[Aggregator, Sequence[RoundTask], StateDict], list[ClientUpdate]]
+"""Trains one round's clients from the global adapter; returns their updates in task order.
+
+The default trains them one after another in this process (``Simulation._train_in_process``);
+the Flower ServerApp passes one that trains each on the SuperNode holding its data.
+"""
 
 
 @dataclass
@@ -55,13 +61,14 @@ class Simulation:
     plan: RoundPlan
     model: Any  # a PeftModel; the live adapter always holds the global state between rounds
     trainable: dict[str, torch.nn.Parameter]
-    local_trainer: LocalTrainer
+    local_trainer: LocalTrainer | None  # None only with a client_runner that trains elsewhere
     shards: Sequence[Dataset]
     aggregator: Aggregator
     run_dir: Path
     evaluator: Evaluator | None = None
     rounds_done: int = 0
     training_loss: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    client_runner: ClientRunner | None = None  # None: train the clients in this process
 
     def __post_init__(self) -> None:
         if self.training_loss.size == 0:
@@ -124,23 +131,17 @@ class Simulation:
         plan = self.plan
         clients = sample_clients(plan.fed_alg, plan.num_clients, plan.sample_clients, plan.seed, server_round)
         lr = cosine_learning_rate(server_round, plan.num_rounds, plan.learning_rate, plan.min_learning_rate)
+        tasks = [RoundTask(cid, server_round, lr, plan.seed, plan.examples_per_round) for cid in clients]
+        runner = self.client_runner or self._train_in_process
         updates: list[ClientUpdate] = []
         client_metrics: dict[str, dict[str, float]] = {}
-        for cid in clients:
-            set_state(self.trainable, global_params)  # broadcast
-            hooks = self.aggregator.client_hooks(self.aggregator.client_payload(cid), global_params, self.trainable)
-            shard = self.shards[cid]
-            rows = shard.select(sample_examples(len(shard), plan.examples_per_round, plan.seed, cid, server_round))
-            metrics = self.local_trainer.train(cid, rows, lr, derive_seed(plan.seed, cid, server_round), hooks)
-            params = get_state(self.trainable)
-            extras: dict[str, StateDict] = {}
-            for hook in hooks:
-                extras.update(hook.extras())
+        for update in runner(self.aggregator, tasks, global_params):
+            cid, params, extras, metrics = update.client_id, update.params, update.extras, update.metrics
             if not (is_finite(params) and all(is_finite(e) for e in extras.values())):
                 logger.warning("round %d: client %d returned NaN/Inf; left out of aggregation", server_round + 1, cid)
                 metrics["skipped"] = 1.0
             else:
-                updates.append(ClientUpdate(cid, params, len(shard), metrics, extras))
+                updates.append(update)
             metrics["bytes_uploaded"] = float(num_bytes(params) + sum(num_bytes(e) for e in extras.values()))
             client_metrics[str(cid)] = metrics
             self.training_loss[cid, server_round] = metrics["train_loss"]
@@ -157,6 +158,18 @@ class Simulation:
             "mean_train_loss": float(np.mean(losses)),
             "client_metrics": client_metrics,
         }
+
+    def _train_in_process(
+        self, aggregator: Aggregator, tasks: Sequence[RoundTask], global_params: StateDict
+    ) -> list[ClientUpdate]:
+        """The default runner: each client in turn on the one shared model and trainer."""
+        if self.local_trainer is None:
+            raise ValueError("Simulation needs a local_trainer (or a client_runner) to train clients")
+        return [
+            train_client(self.local_trainer, self.trainable, aggregator, task, self.shards[task.client_id],
+                         global_params, aggregator.client_payload(task.client_id))
+            for task in tasks
+        ]
 
     # ------------------------------------------------------------------ helpers
     def _evaluate(self) -> dict[str, float]:

@@ -1,0 +1,44 @@
+"""The ClientApp: a SuperNode says which client it is, and trains that client's rounds.
+
+Training is ``federated_learning.client.train_client``, the very function the single-process
+simulation calls; this module only unpacks the server's message and packs the update.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from flower_app.node_config import IDENTITY, PARTITION_ID, NodeSettings
+
+app = ClientApp()
+
+
+@app.query()
+def query(message: Message, context: Context) -> Message:
+    """Answer the server's roll call with this node's partition-id (the client id it trains as)."""
+    node = NodeSettings.from_node_config(context.node_config)
+    return Message(RecordDict({IDENTITY: ConfigRecord({PARTITION_ID: node.partition_id})}), reply_to=message)
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    """Train one round of this node's client from the global adapter in ``message``; reply with the update."""
+    # Imported here, not at the top: the query handler runs in a fresh process too, and should
+    # answer without loading torch, transformers and TRL.
+    from federated_learning.client import train_client
+    from flower_app.records import read_train_content, update_content
+    from flower_app.run_config import parse_run_config
+    from flower_app.worker import get_worker
+
+    node = NodeSettings.from_node_config(context.node_config)
+    task, global_params, payload = read_train_content(message.content)
+    if task.client_id != node.partition_id:
+        raise ValueError(
+            f"this SuperNode is client {node.partition_id}, but the server sent client {task.client_id}'s task"
+        )
+    worker = get_worker(context.run_id, parse_run_config(context.run_config), node)
+    update = train_client(
+        worker.local_trainer, worker.trainable, worker.aggregator, task, worker.shard, global_params, payload
+    )
+    return Message(update_content(update), reply_to=message)

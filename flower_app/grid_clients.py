@@ -1,0 +1,110 @@
+"""The server's view of the SuperNodes: which node is which client, and one round of training on them.
+
+``GridClients`` is a ``ClientRunner`` (see ``federated_learning.simulation``): the round loop
+samples clients, builds each one's ``RoundTask`` and aggregates exactly as in the single-process
+simulation, and only the training itself happens on the SuperNodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from flwr.app import Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from federated_learning.aggregators import Aggregator
+from federated_learning.client import RoundTask
+from federated_learning.types import ClientUpdate, StateDict
+from flower_app.node_config import IDENTITY, PARTITION_ID
+from flower_app.records import read_update_content, train_content
+
+logger = logging.getLogger(__name__)
+
+
+def _wait_for_nodes(grid: Grid, num_clients: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        node_ids = sorted(grid.get_node_ids())
+        if len(node_ids) >= num_clients:
+            return node_ids
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{len(node_ids)} SuperNode(s) connected within node-timeout={timeout:g} s, but the run has "
+                f"--num_clients {num_clients}: start one SuperNode per client (partition-id 0 .. {num_clients - 1}) "
+                "or raise node-timeout"
+            )
+        time.sleep(1.0)
+
+
+def map_clients(grid: Grid, num_clients: int, timeout: float) -> dict[int, int]:
+    """Ask every connected SuperNode for its partition-id; return {client id: node id}."""
+    node_ids = _wait_for_nodes(grid, num_clients, timeout)
+    queries = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY) for node in node_ids]
+    replies = list(grid.send_and_receive(queries, timeout=timeout))
+    node_of: dict[int, int] = {}
+    for reply in replies:
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            raise RuntimeError(f"SuperNode {node} could not say which client it is: {reply.error.reason}")
+        cid = int(reply.content.config_records[IDENTITY][PARTITION_ID])
+        if cid in node_of:
+            raise RuntimeError(f"SuperNodes {node_of[cid]} and {node} both have partition-id={cid}; give each its own")
+        if cid >= num_clients:
+            raise RuntimeError(
+                f"SuperNode {node} has partition-id={cid}, but the run has --num_clients {num_clients}; "
+                f"use partition-id 0 .. {num_clients - 1}"
+            )
+        node_of[cid] = node
+    missing = sorted(set(range(num_clients)) - node_of.keys())
+    if missing:
+        raise RuntimeError(
+            f"no SuperNode answered for client(s) {missing} (got {len(replies)} of {len(queries)} replies)"
+        )
+    logger.info("SuperNodes of clients 0..%d: %s", num_clients - 1, [node_of[c] for c in range(num_clients)])
+    return node_of
+
+
+class GridClients:
+    """Trains each of a round's clients on the SuperNode that holds its data."""
+
+    def __init__(self, grid: Grid, node_of: dict[int, int], round_timeout: float | None = None) -> None:
+        """``node_of`` maps client ids to node ids (see ``map_clients``)."""
+        self.grid = grid
+        self.node_of = node_of
+        self.round_timeout = round_timeout
+
+    def __call__(
+        self, aggregator: Aggregator, tasks: Sequence[RoundTask], global_params: StateDict
+    ) -> list[ClientUpdate]:
+        """Send every task at once (clients train in parallel); return the updates in task order.
+
+        A client that fails or does not answer within ``round_timeout`` fails the run, as a client
+        raising in the single-process simulation would: a silently smaller round would make the
+        result depend on which machine happened to be slow.
+        """
+        messages = [
+            Message(
+                train_content(task, global_params, aggregator.client_payload(task.client_id)),
+                dst_node_id=self.node_of[task.client_id],
+                message_type=MessageType.TRAIN,
+                group_id=str(task.server_round + 1),
+            )
+            for task in tasks
+        ]
+        replies = {r.metadata.src_node_id: r for r in self.grid.send_and_receive(messages, timeout=self.round_timeout)}
+        updates = []
+        for task in tasks:
+            node = self.node_of[task.client_id]
+            reply = replies.get(node)
+            where = f"round {task.server_round + 1}: client {task.client_id} (SuperNode {node})"
+            if reply is None:
+                raise RuntimeError(f"{where} sent no reply within round-timeout={self.round_timeout}")
+            if reply.has_error():
+                raise RuntimeError(f"{where} failed: {reply.error.reason}")
+            update = read_update_content(reply.content)
+            if update.client_id != task.client_id:
+                raise RuntimeError(f"{where} answered as client {update.client_id}")
+            updates.append(update)
+        return updates

@@ -1,0 +1,358 @@
+"""The Flower App: message encoding, node and run config, the server's grid runner, and a real deployment.
+
+The slow tests start a SuperLink and SuperNodes on loopback through
+``training_scripts/run_flower_local.sh`` and check the global adapter against the single-process
+simulation's, and that a failed run makes the script fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+import main_sft
+from federated_learning.aggregators import get_aggregator
+from federated_learning.client import RoundTask
+from federated_learning.types import ClientUpdate
+from flower_app.grid_clients import GridClients, map_clients
+from flower_app.node_config import IDENTITY, PARTITION_ID, NodeSettings
+from flower_app.records import read_train_content, read_update_content, train_content, update_content
+from flower_app.run_config import parse_run_config
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "training_scripts" / "run_flower_local.sh"
+
+
+# ---------------------------------------------------------------------- records
+
+
+def test_train_message_round_trips_bit_exact() -> None:
+    generator = torch.Generator().manual_seed(0)
+    global_params = {
+        "a.lora_A.weight": torch.randn(4, 8, generator=generator).to(torch.bfloat16),  # numpy has no bfloat16
+        "a.lora_B.weight": torch.randn(8, 4, generator=generator),
+    }
+    payload = {"c": {"a.lora_A.weight": torch.full((4, 8), 0.25)}}
+    task = RoundTask(client_id=3, server_round=1, learning_rate=4.9e-4, seed=2023, examples_per_round=16)
+    got_task, got_params, got_payload = read_train_content(train_content(task, global_params, payload))
+    assert got_task == task
+    for key, tensor in global_params.items():
+        assert got_params[key].dtype == tensor.dtype and torch.equal(got_params[key], tensor)
+    assert torch.equal(got_payload["c"]["a.lora_A.weight"], payload["c"]["a.lora_A.weight"])
+
+
+def test_client_update_round_trips() -> None:
+    update = ClientUpdate(
+        client_id=1, params={"w": torch.arange(6.0).reshape(2, 3)}, num_examples=12,
+        metrics={"train_loss": 1.25, "steps": 2}, extras={"delta_c": {"w": torch.ones(2, 3)}},
+    )
+    got = read_update_content(update_content(update))
+    assert (got.client_id, got.num_examples, got.metrics) == (1, 12, {"train_loss": 1.25, "steps": 2})
+    assert torch.equal(got.params["w"], update.params["w"])
+    assert torch.equal(got.extras["delta_c"]["w"], torch.ones(2, 3))
+
+
+# ---------------------------------------------------------------------- node and run config
+
+
+def test_node_settings_parse_and_check() -> None:
+    node = NodeSettings.from_node_config({"partition-id": 1, "num-partitions": 2})
+    assert node == NodeSettings(1, 2)
+    node.check_run(num_clients=2)
+    with pytest.raises(ValueError, match="num-partitions=2 differs from the run's --num_clients 3"):
+        node.check_run(num_clients=3)
+    private = NodeSettings.from_node_config({"partition-id": 0, "data-path": "/data/mine.jsonl"})
+    private.check_run(num_clients=5)  # its own data: no split, so num-partitions is not needed
+    assert private.data_path == "/data/mine.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("node_config", "message"),
+    [
+        ({}, "partition-id >= 0"),
+        ({"partition-id": "0", "num-partitions": 2}, "must be an integer"),
+        ({"partition-id": 0}, "num-partitions .* or data-path"),
+        ({"partition-id": 2, "num-partitions": 2}, "use 0 .. 1"),
+    ],
+)
+def test_node_settings_errors(node_config: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        NodeSettings.from_node_config(node_config)
+
+
+def test_run_config_uses_the_simulation_flags(tmp_path: Path) -> None:
+    (tmp_path / "run.yaml").write_text("num_rounds: 7\nfed_alg: fedprox\n")
+    settings = parse_run_config(
+        {"config": "run.yaml", "args": "--prox_mu 0.5 --run_name 'a b'", "node-timeout": 12, "round-timeout": 0},
+        app_dir=tmp_path,
+    )
+    assert (settings.fed_args.num_rounds, settings.fed_args.fed_alg, settings.fed_args.prox_mu) == (7, "fedprox", 0.5)
+    assert settings.script_args.run_name == "a b"
+    assert (settings.node_timeout, settings.round_timeout) == (12.0, None)
+
+
+@pytest.mark.parametrize(
+    ("run_config", "message"),
+    [
+        ({"args": "--no_such_flag 1"}, "no_such_flag"),
+        ({"args": "--num_rounds x"}, "invalid flag value"),
+        ({"args": "--run_name 'unclosed"}, "quotes"),
+        ({"config": "missing.yaml"}, "missing.yaml"),
+        ({"round-timeout": -1}, "round-timeout"),
+    ],
+)
+def test_run_config_errors(tmp_path: Path, run_config: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_run_config(run_config, app_dir=tmp_path)
+
+
+# ---------------------------------------------------------------------- the server's grid runner
+
+
+class FakeGrid:
+    """A Grid whose nodes answer in-process: ``answer(message) -> content or Error``; replies come back reversed."""
+
+    def __init__(self, node_ids: list[int], answer: object) -> None:
+        self.node_ids = node_ids
+        self.answer = answer
+        self.sent: list[Message] = []
+
+    def get_node_ids(self) -> list[int]:
+        return self.node_ids
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        replies = []
+        for message in messages:
+            self.sent.append(message)
+            result = self.answer(message)  # type: ignore[operator]
+            replies.append(Message(result, reply_to=message))
+        return replies[::-1]
+
+
+@pytest.fixture()
+def server_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages read the run and node of the process they are made in (set by Flower in its processes)."""
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+
+def identity(partition_of: dict[int, int]) -> object:
+    def answer(message: Message) -> RecordDict:
+        from flwr.app import ConfigRecord
+
+        return RecordDict({IDENTITY: ConfigRecord({PARTITION_ID: partition_of[message.metadata.dst_node_id]})})
+
+    return answer
+
+
+def test_map_clients_pairs_partitions_with_nodes(server_identity: None) -> None:
+    grid = FakeGrid([11, 22, 33], identity({11: 2, 22: 0, 33: 1}))
+    assert map_clients(grid, num_clients=3, timeout=5) == {2: 11, 0: 22, 1: 33}  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("partition_of", "message"),
+    [({11: 0, 22: 0}, "both have partition-id=0"), ({11: 0, 22: 5}, "partition-id 0 .. 1")],
+)
+def test_map_clients_errors(server_identity: None, partition_of: dict[int, int], message: str) -> None:
+    with pytest.raises(RuntimeError, match=message):
+        map_clients(FakeGrid([11, 22], identity(partition_of)), num_clients=2, timeout=5)  # type: ignore[arg-type]
+
+
+def test_map_clients_waits_then_names_the_shortfall(server_identity: None) -> None:
+    with pytest.raises(RuntimeError, match="1 SuperNode.* --num_clients 2"):
+        map_clients(FakeGrid([11], identity({11: 0})), num_clients=2, timeout=0)  # type: ignore[arg-type]
+
+
+def test_grid_clients_send_each_task_to_its_node_and_keep_task_order(server_identity: None) -> None:
+    def train(message: Message) -> RecordDict:
+        task, params, payload = read_train_content(message.content)
+        assert payload == {}  # FedAvg sends nothing besides the adapter
+        trained = {k: v + task.client_id for k, v in params.items()}
+        return update_content(ClientUpdate(task.client_id, trained, 10 * (task.client_id + 1), {"train_loss": 1.0}))
+
+    grid = FakeGrid([11, 22], train)
+    runner = GridClients(grid, {0: 22, 1: 11})  # type: ignore[arg-type]
+    tasks = [RoundTask(c, 0, 1e-3, 7, 4) for c in (0, 1)]
+    updates = runner(get_aggregator("fedavg"), tasks, {"w": torch.zeros(2)})
+    assert [u.client_id for u in updates] == [0, 1]  # replies came back reversed
+    assert [m.metadata.dst_node_id for m in grid.sent] == [22, 11]
+    assert [m.metadata.group_id for m in grid.sent] == ["1", "1"]
+    assert torch.equal(updates[1].params["w"], torch.ones(2)) and updates[1].num_examples == 20
+
+
+def test_grid_clients_fail_the_round_on_a_client_error(server_identity: None) -> None:
+    grid = FakeGrid([11], lambda message: Error(code=0, reason="out of memory"))
+    runner = GridClients(grid, {0: 11})  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="round 3: client 0 .SuperNode 11. failed: out of memory"):
+        runner(get_aggregator("fedavg"), [RoundTask(0, 2, 1e-3, 7, 4)], {"w": torch.zeros(2)})
+
+
+# ---------------------------------------------------------------------- ServerApp + ClientApp in one process
+
+
+class LoopbackGrid:
+    """A Grid whose SuperNodes are the real ClientApp called in-process (no transport, no processes)."""
+
+    def __init__(self, node_configs: dict[int, dict[str, object]], run_config: dict[str, object]) -> None:
+        self.node_configs = node_configs
+        self.run_config = run_config
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.node_configs)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        from flower_app.client_app import app
+
+        replies = []
+        for message in messages:
+            node = message.metadata.dst_node_id
+            context = Context(run_id=1, node_id=node, node_config=self.node_configs[node], state=RecordDict(),
+                              run_config=self.run_config)
+            replies.append(app(message, context))
+        return replies
+
+
+@pytest.mark.parametrize("fed_alg", ["fedprox", "scaffold"])
+def test_server_and_client_apps_equal_the_simulation(
+    tmp_path: Path, tiny_model_dir: Path, server_identity: None, fed_alg: str
+) -> None:
+    """SCAFFOLD's control variates and FedProx's mu travel in the messages; 3 clients, 2 sampled per round."""
+    from flower_app.server_app import main as server_main
+
+    data = write_jsonl(tmp_path / "train.jsonl")
+    flags = [
+        "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data), "--fed_alg", fed_alg,
+        "--prox_mu", "0.5", "--num_clients", "3", "--sample_clients", "2", "--num_rounds", "2", "--max_steps", "2",
+        "--batch_size", "2", "--seq_length", "64", "--torch_threads", "1", "--run_name", "run",
+    ]
+    run_config = {"args": shlex.join([*flags, "--output_dir", str(tmp_path / "flower")]), "config": "",
+                  "node-timeout": 5, "round-timeout": 0}
+    nodes = {100 + i: {"partition-id": i, "num-partitions": 3} for i in (2, 0, 1)}
+    server_main(LoopbackGrid(nodes, run_config), Context(0, 0, {}, RecordDict(), run_config))  # type: ignore[arg-type]
+
+    simulated = main_sft.main([*flags, "--output_dir", str(tmp_path / "simulation"), "--eval_samples", "2"])
+    flower = tmp_path / "flower" / "run"
+    for name in ("adapter_model.safetensors", "federated_state.safetensors"):
+        got, want = load_file(flower / "checkpoint-2" / name), load_file(simulated / "checkpoint-2" / name)
+        assert got.keys() == want.keys() and got
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-7)
+    if fed_alg == "scaffold":  # the control variates were really exchanged
+        assert any("c_i" in key for key in load_file(flower / "checkpoint-2" / "federated_state.safetensors"))
+
+
+def test_supernodes_with_their_own_data(tmp_path: Path, tiny_model_dir: Path, server_identity: None) -> None:
+    """data-path: each node trains on its own file; no dataset is split, the server never sees one."""
+    from flower_app.server_app import main as server_main
+
+    files = [write_jsonl(tmp_path / f"client{i}.jsonl", n) for i, n in enumerate((6, 10))]
+    flags = [
+        "--model_name_or_path", str(tiny_model_dir), "--dataset_name", "no/such-dataset-on-the-server",
+        "--num_clients", "2", "--sample_clients", "2", "--num_rounds", "1", "--max_steps", "1", "--batch_size", "2",
+        "--seq_length", "64", "--torch_threads", "1", "--run_name", "run", "--output_dir", str(tmp_path / "out"),
+    ]
+    run_config = {"args": shlex.join(flags), "config": "", "node-timeout": 5, "round-timeout": 0}
+    nodes = {7: {"partition-id": 0, "data-path": str(files[0])}, 8: {"partition-id": 1, "data-path": str(files[1])}}
+    server_main(LoopbackGrid(nodes, run_config), Context(0, 0, {}, RecordDict(), run_config))  # type: ignore[arg-type]
+    record = json.loads((tmp_path / "out" / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["clients"] == [0, 1] and all(m["steps"] == 1 for m in record["client_metrics"].values())
+    assert (tmp_path / "out" / "run" / "checkpoint-1" / "adapter_model.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------- a real deployment on loopback
+
+
+def write_jsonl(path: Path, n: int = 24) -> Path:
+    """Invented instruction/response rows."""
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"instruction": f"What is {i} plus {i}?", "response": f"{2 * i}"}) + "\n")
+    return path
+
+
+def run_script(cwd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run run_flower_local.sh; on a timeout, stop it so that its trap stops what it started."""
+    env = {**os.environ, "PYTHON": sys.executable}  # the SuperLink and SuperNodes run in this environment
+    with subprocess.Popen(["bash", str(SCRIPT), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as proc:
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=60)
+            pytest.fail(f"run_flower_local.sh ran over {timeout} s:\n{out[-4000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
+
+
+def assert_nothing_left(output: str) -> None:
+    """No process still uses the SuperLink's or a SuperNode's port (they, or their children, were left)."""
+    match = re.search(r"SuperLink (127\.0\.0\.1:\d+), \d+ SuperNodes on ports ([\d ]+);", output)
+    assert match, output[-3000:]
+    addresses = [match.group(1)] + [f"127.0.0.1:{port}" for port in match.group(2).split()]
+    left = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(address in arg for arg in args for address in addresses):
+            left.append(" ".join(args))
+    assert not left, left
+
+
+@pytest.mark.slow
+def test_flower_deployment_equals_simulation(tmp_path: Path, tiny_model_dir: Path) -> None:
+    data = write_jsonl(tmp_path / "train.jsonl")
+    flags = [
+        "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data), "--num_clients", "2",
+        "--sample_clients", "2", "--num_rounds", "2", "--max_steps", "2", "--batch_size", "2", "--seq_length", "64",
+        "--torch_threads", "1", "--run_name", "run",
+    ]
+    result = run_script(tmp_path, "--log-dir", str(tmp_path / "logs"), "--",
+                        *flags, "--output_dir", str(tmp_path / "flower"))
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert "status: finished:completed" in result.stdout
+    assert_nothing_left(result.stdout)
+
+    simulated = main_sft.main([*flags, "--output_dir", str(tmp_path / "simulation"), "--eval_samples", "2"])
+    flower = tmp_path / "flower" / "run"
+    got = load_file(flower / "checkpoint-2" / "adapter_model.safetensors")
+    want = load_file(simulated / "checkpoint-2" / "adapter_model.safetensors")
+    assert got.keys() == want.keys()
+    assert any(t.abs().sum() > 0 for k, t in want.items() if "lora_B" in k)  # training moved the adapter
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.load(flower / "training_loss.npy"), np.load(simulated / "training_loss.npy"),
+                               rtol=1e-5)
+    records = [json.loads(line) for line in (flower / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["round"], r["clients"]) for r in records] == [(1, [0, 1]), (2, [0, 1])]
+    assert json.loads((flower / "config.json").read_text())["num_clients"] == 2
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), flower / "checkpoint-2")
+    assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) > 0
+
+
+@pytest.mark.slow
+def test_failed_run_fails_the_script(tmp_path: Path) -> None:
+    result = run_script(tmp_path, "--nodes", "1", "--log-dir", str(tmp_path / "logs"), "--",
+                        "--fed_alg", "nosuch", "--output_dir", str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "status: finished:failed" in result.stdout and "--fed_alg 'nosuch' is unknown" in result.stdout
+    assert_nothing_left(result.stdout)
+    assert (tmp_path / "logs" / "superlink.log").is_file()  # a failed run keeps its logs
