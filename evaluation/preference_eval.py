@@ -9,7 +9,8 @@ pairs this evaluator reports
 - ``eval_reward_margin``: mean r(chosen) - r(rejected); ``eval_dpo_loss``: mean -log sigmoid(margin);
 - ``eval_likelihood_accuracy``: share of pairs where the policy itself gives the chosen answer the
   higher log-probability (meaningful before training too);
-- ``eval_pairs``: pairs scored (a pair whose answers are cut away by ``seq_length`` is left out).
+- ``eval_pairs``: pairs scored (a pair whose answers are cut away by ``seq_length`` is left out);
+- ``eval_preference_accuracy/<category>`` per value of a ``category`` column, when the pairs have one.
 
 Tokenisation is the training one (``utils.dpo_tokenize``) through ``evaluation.logprobs``. The
 reference log-probabilities are computed once and kept: the reference is fixed for a run.
@@ -93,6 +94,7 @@ class PreferenceEvaluator:
         self.prompts = [r[0] for r in rendered] * 2
         self.completions = [r[1] for r in rendered] + [r[2] for r in rendered]
         self.num_pairs = len(rendered)
+        self.categories = [str(row["category"]) if row.get("category") is not None else None for row in rows]
         self.tokenizer = tokenizer
         self.beta = beta
         self.seq_length = seq_length
@@ -128,8 +130,13 @@ class PreferenceEvaluator:
         def column(scores: list[CompletionLogProb], offset: int) -> torch.Tensor:
             return torch.tensor([scores[offset + i].logprob for i in kept], dtype=torch.float64)
 
-        metrics = preference_metrics(
-            column(policy, 0), column(policy, n), column(self._reference, 0), column(self._reference, n), self.beta
-        )
+        policy_c, policy_r = column(policy, 0), column(policy, n)
+        ref_c, ref_r = column(self._reference, 0), column(self._reference, n)
+        metrics = preference_metrics(policy_c, policy_r, ref_c, ref_r, self.beta)
+        categories = [self.categories[i] for i in kept]
+        for category in sorted({c for c in categories if c is not None}):
+            mask = torch.tensor([c == category for c in categories])
+            by_category = preference_metrics(policy_c[mask], policy_r[mask], ref_c[mask], ref_r[mask], self.beta)
+            metrics[f"eval_preference_accuracy/{category}"] = by_category["eval_preference_accuracy"]
         logger.info("Preference evaluation took %.1f s: %s", time.perf_counter() - start, metrics)
         return metrics

@@ -6,21 +6,30 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from datasets import Dataset
 from peft import PeftModel
-from transformers import PreTrainedTokenizerBase
+from tqdm.contrib.logging import logging_redirect_tqdm
+from transformers import PreTrainedTokenizerBase, Trainer
 
-from config import FedArguments, ScriptArguments, to_dict
+from config import FedArguments, ScriptArguments, to_dict, validate
 from federated_learning.aggregators import get_aggregator
 from federated_learning.checkpoint import load_checkpoint
 from federated_learning.client import LocalTrainer
-from federated_learning.simulation import Evaluator, RoundPlan, Simulation
+from federated_learning.partition import split_dataset
+from federated_learning.partition_report import describe_partition
+from federated_learning.simulation import ClientRunner, Evaluator, RoundPlan, Simulation
 from federated_learning.state import trainable_parameters
-from utils.model import add_lora_adapter, bf16_supported, default_device, load_model_and_tokenizer
+from utils.model import (
+    add_lora_adapter,
+    bf16_supported,
+    default_device,
+    load_model_and_tokenizer,
+    validate_model_source,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +63,17 @@ def default_run_name(script_args: ScriptArguments, fed_args: FedArguments) -> st
     )
 
 
-def make_run_dir(script_args: ScriptArguments, fed_args: FedArguments) -> Path:
-    """The run folder (a resumed run continues in its checkpoint's folder); writes config.json."""
+def make_run_dir(script_args: ScriptArguments, fed_args: FedArguments, *extra_configs: object) -> Path:
+    """The run folder (a resumed run continues in its checkpoint's folder); writes config.json.
+
+    ``extra_configs``: further config dataclasses of the entry point (main_dpo's DPOArguments).
+    """
     if script_args.resume_from_checkpoint is not None:
         run_dir = Path(script_args.resume_from_checkpoint).resolve().parent
     else:
         run_dir = Path(script_args.output_dir) / (script_args.run_name or default_run_name(script_args, fed_args))
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(to_dict(script_args, fed_args), indent=1))
+    (run_dir / "config.json").write_text(json.dumps(to_dict(script_args, fed_args, *extra_configs), indent=1))
     return run_dir
 
 
@@ -75,18 +87,31 @@ def load_peft_model(script_args: ScriptArguments, adapter_dir: str | None = None
         load_in_4bit=script_args.load_in_4bit,
         trust_remote_code=script_args.trust_remote_code,
     )
-    peft_model = add_lora_adapter(
-        model,
-        r=script_args.peft_lora_r,
-        alpha=script_args.peft_lora_alpha,
-        dropout=script_args.peft_lora_dropout,
-        modules=script_args.peft_target_modules,
-        gradient_checkpointing=script_args.gradient_checkpointing,
-        adapter_dir=adapter_dir,
-    )
+    # LoRA A is drawn from torch's RNG: seeding it (without touching the caller's RNG state) makes
+    # the initial adapter a function of --seed alone, so a simulation and a Flower server start alike.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(script_args.seed)
+        peft_model = add_lora_adapter(
+            model,
+            r=script_args.peft_lora_r,
+            alpha=script_args.peft_lora_alpha,
+            dropout=script_args.peft_lora_dropout,
+            modules=script_args.peft_target_modules,
+            gradient_checkpointing=script_args.gradient_checkpointing,
+            adapter_dir=adapter_dir,
+        )
     trainable, total = peft_model.get_nb_trainable_parameters()
     logger.info("model loaded: %d trainable of %d parameters (%.3f%%)", trainable, total, 100 * trainable / total)
     return peft_model, tokenizer
+
+
+def split_clients(dataset: Dataset, script_args: ScriptArguments, fed_args: FedArguments) -> list[Dataset]:
+    """The run's client shards as the flags say (the simulation and every Flower SuperNode split alike)."""
+    return split_dataset(
+        dataset, fed_args.num_clients, fed_args.split_strategy, script_args.seed,
+        partition_column=fed_args.partition_column, alpha=fed_args.dirichlet_alpha,
+        shards_per_client=fed_args.shards_per_client,
+    )
 
 
 def use_bf16(script_args: ScriptArguments) -> bool:
@@ -100,12 +125,18 @@ def run_simulation(
     script_args: ScriptArguments,
     fed_args: FedArguments,
     model: PeftModel,
-    local_trainer: LocalTrainer,
+    local_trainer: LocalTrainer | None,
     shards: Sequence[Dataset],
     run_dir: Path,
     evaluator: Evaluator | None,
+    *,
+    client_runner: ClientRunner | None = None,
 ) -> Simulation:
-    """Build the aggregator and the round loop, resume if asked, and train every remaining round."""
+    """Build the aggregator and the round loop, resume if asked, and train every remaining round.
+
+    ``client_runner`` trains the clients elsewhere (the Flower ServerApp: on SuperNodes); without
+    it they train in this process with ``local_trainer`` on ``shards``.
+    """
     aggregator = get_aggregator(fed_args.fed_alg, **to_dict(fed_args))
     plan = RoundPlan(
         fed_alg=fed_args.fed_alg,
@@ -119,10 +150,63 @@ def run_simulation(
         save_model_freq=fed_args.save_model_freq,
         eval_every=script_args.eval_every,
     )
-    simulation = Simulation(plan, model, trainable_parameters(model), local_trainer, shards, aggregator, run_dir, evaluator)
+    simulation = Simulation(
+        plan, model, trainable_parameters(model), local_trainer, shards, aggregator, run_dir, evaluator,
+        client_runner=client_runner,
+    )
     if script_args.resume_from_checkpoint is not None:
         simulation.restore(*load_checkpoint(script_args.resume_from_checkpoint))
         logger.info("resumed from %s after round %d", script_args.resume_from_checkpoint, simulation.rounds_done)
     simulation.run()
     logger.info("run folder: %s", run_dir)
     return simulation
+
+
+TrainerBuilder = Callable[[PeftModel, PreTrainedTokenizerBase, Dataset, ScriptArguments, Path, bool], Trainer]
+"""(model, tokenizer, first prepared shard, script_args, output_dir, bf16) -> the run's one TRL trainer."""
+
+
+def run_federated(
+    script_args: ScriptArguments,
+    fed_args: FedArguments,
+    *extra_configs: object,
+    check: Callable[[], None],
+    load: Callable[[], Dataset],
+    prepare: Callable[[Dataset, PreTrainedTokenizerBase], Dataset],
+    build_trainer: TrainerBuilder,
+    build_evaluator: Callable[[PreTrainedTokenizerBase, bool], Evaluator | None],
+    adapter_dir: str | None = None,
+) -> Path:
+    """One federated run, top to bottom; main_sft.py and main_dpo.py differ only in the callables they pass.
+
+    ``check`` validates the mode's flags cheaply, ``load`` returns the training rows, ``prepare``
+    tokenises one client shard (once per run), ``build_trainer`` builds the trainer every client
+    shares and ``build_evaluator(tokenizer, bf16)`` the round evaluation; ``adapter_dir`` is an
+    adapter to start from. Returns the run folder.
+    """
+    setup_logging()
+    # Every check that needs no model happens before the (slow) model load.
+    validate(script_args, fed_args)
+    check()
+    validate_model_source(script_args.model_name_or_path)
+    threads = set_threads(script_args.torch_threads)
+
+    dataset = load()
+    shards = split_clients(dataset, script_args, fed_args)
+    run_dir = make_run_dir(script_args, fed_args, *extra_configs)
+    describe_partition(shards, fed_args.partition_column, run_dir)
+    model, tokenizer = load_peft_model(script_args, adapter_dir)
+    prepared = [prepare(shard, tokenizer) for shard in shards]
+    empty = [cid for cid, shard in enumerate(prepared) if len(shard) == 0]
+    if empty:
+        raise ValueError(f"clients {empty} have no usable example after tokenisation (see the warnings above); "
+                         "raise --seq_length or lower --num_clients")
+    bf16 = use_bf16(script_args)
+    logger.info("%d clients, %d training examples; %d threads, bf16 autocast %s",
+                len(shards), len(dataset), threads, bf16)
+    trainer = build_trainer(model, tokenizer, prepared[0], script_args, run_dir / "trainer", bf16)
+    evaluator = build_evaluator(tokenizer, bf16)
+    with logging_redirect_tqdm():
+        run_simulation(script_args, fed_args, model, LocalTrainer(trainer), prepared, run_dir, evaluator)
+    return run_dir
+

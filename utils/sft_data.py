@@ -148,6 +148,17 @@ def _check_file(path: Path) -> None:
                          f"{', '.join(BUILDERS)} with columns {_LOCAL_SCHEMA}.")
 
 
+def local_data_root(local_data_dir: str | None) -> Path | None:
+    """The --local_data_dir folder (None when unset); a ValueError naming the flag when it is missing."""
+    if not local_data_dir:
+        return None
+    root = Path(local_data_dir).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"--local_data_dir {local_data_dir}: no such folder. Create it (it holds "
+                         "<local_data_dir>/<dataset_name>/ mirrors of hub datasets) or drop the flag.")
+    return root
+
+
 def _resolve(dataset_name: str, local_data_dir: str | None) -> _Source:
     """Decide where ``dataset_name`` comes from, raising a clear ValueError for bad flags."""
     if not dataset_name or not dataset_name.strip():
@@ -161,12 +172,7 @@ def _resolve(dataset_name: str, local_data_dir: str | None) -> _Source:
     if dataset_name.startswith("bundled/"):
         raise ValueError(f"--dataset_name {dataset_name}: no such bundled dataset; bundled SFT datasets "
                          f"are {', '.join(BUNDLED_SFT_DATASETS)}.")
-    root = None
-    if local_data_dir:
-        root = Path(local_data_dir).expanduser()
-        if not root.is_dir():
-            raise ValueError(f"--local_data_dir {local_data_dir}: no such folder. Create it (it holds "
-                             "<local_data_dir>/<dataset_name>/ mirrors of hub datasets) or drop the flag.")
+    root = local_data_root(local_data_dir)
     mapping = HUB_SFT_DATASETS.get(dataset_name)
     if mapping is not None:
         if root is None:

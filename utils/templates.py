@@ -10,6 +10,7 @@ tokenizer's own chat template.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
@@ -23,6 +24,10 @@ VICUNA_SYSTEM = (
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 VICUNA_PROMPT = VICUNA_SYSTEM + " USER: {} ASSISTANT:"
+# A later user turn of a multi-turn prompt, after an earlier answer and its end-of-turn marker
+# (FastChat's vicuna_v1.1 layout, which OpenFedLLM's DPO renders hh-rlhf with).
+ALPACA_TURN = "\n\n### Instruction:\n{} \n\n### Response:"
+VICUNA_TURN = "USER: {} ASSISTANT:"
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class Template:
 
     name: str
     prompt_format: str | None  # None: the tokenizer's chat template
+    turn_format: str | None = None  # a later user turn of a multi-turn prompt (formatted templates)
 
     def prompt(self, instruction: str, tokenizer: PreTrainedTokenizerBase) -> str:
         """The text the model sees before it answers ``instruction``."""
@@ -56,11 +62,30 @@ class Template:
             )
         return full[len(prompt):]
 
+    def conversation_prompt(self, turns: Sequence[str], tokenizer: PreTrainedTokenizerBase) -> str:
+        """The prompt of a conversation ``turns`` = user, assistant, ..., user; one turn gives ``prompt``.
+
+        Each earlier answer is rendered as a completion (end-of-turn marker included), each later
+        user turn with ``turn_format``: for vicuna_v1.1 this is FastChat's multi-turn layout.
+        """
+        if len(turns) % 2 == 0:
+            raise ValueError(f"a conversation prompt must end with a user turn; got {len(turns)} turns")
+        if self.prompt_format is None:
+            roles = ("user", "assistant")
+            messages = [{"role": roles[i % 2], "content": text} for i, text in enumerate(turns)]
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if len(turns) > 1 and self.turn_format is None:
+            raise ValueError(f"--template {self.name} renders single-turn prompts only")
+        text = self.prompt(turns[0], tokenizer)
+        for i in range(1, len(turns), 2):
+            text += self.completion(turns[i - 1], turns[i], tokenizer) + str(self.turn_format).format(turns[i + 1])
+        return text
+
 
 TEMPLATES: dict[str, Template] = {
-    "alpaca": Template("alpaca", ALPACA_PROMPT),
-    "vicuna": Template("vicuna", VICUNA_PROMPT),
-    "vicuna_v1.1": Template("vicuna_v1.1", VICUNA_PROMPT),
+    "alpaca": Template("alpaca", ALPACA_PROMPT, ALPACA_TURN),
+    "vicuna": Template("vicuna", VICUNA_PROMPT, VICUNA_TURN),
+    "vicuna_v1.1": Template("vicuna_v1.1", VICUNA_PROMPT, VICUNA_TURN),
     "chat": Template("chat", None),
 }
 
