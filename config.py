@@ -96,7 +96,9 @@ class FedArguments:
     sample_clients: int = field(default=2, metadata={"help": "clients sampled per round"})
     split_strategy: str = field(default="iid", metadata={"help": "iid, dirichlet, natural, shard or quantity"})
     partition_column: str = field(default="label", metadata={"help": "label/category column of non-IID splits"})
-    dirichlet_alpha: float = field(default=0.5, metadata={"help": "concentration of the dirichlet split"})
+    dirichlet_alpha: float = field(default=0.5, metadata={"help": "concentration of the dirichlet split (and of "
+                                                                  "client sizes for quantity); smaller = more skew"})
+    shards_per_client: int = field(default=2, metadata={"help": "shard split: label-sorted shards per client"})
     prox_mu: float = field(default=0.01, metadata={"help": "FedProx proximal coefficient"})
     fedopt_tau: float = field(default=1e-3, metadata={"help": "FedOpt adaptivity (epsilon)"})
     fedopt_eta: float = field(default=1e-3, metadata={"help": "FedOpt server learning rate"})
