@@ -63,7 +63,7 @@ def test_smoke_reproduction_writes_table_and_plot(tmp_path: Path, tiny_model_dir
             "--tasks", "sentiment", "--methods", "local1,fedavg,scaffold", "--torch_threads", "1"]
     results_md = reproduce_table.main(argv)
     text = results_md.read_text()
-    for label in ("Base model (no training)", "Local only: client 1", "Local only: mean of 1 clients", "FedAvg",
+    for label in ("Base model (no training)", "Local only: client 1", "Local only: mean of 1 client", "FedAvg",
                   "SCAFFOLD"):
         assert f"| {label} |" in text
     png = (tmp_path / "accuracy_vs_round.png").read_bytes()

@@ -266,7 +266,7 @@ def table_rows(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequence[Ta
         for task, metric in columns:
             values = [v for v in (value(m, task, metric) for m in local) if v is not None]
             means.append(sum(values) / len(values) if values else None)
-        rows.append((f"Local only: mean of {len(local)} clients", means))
+        rows.append((f"Local only: mean of {len(local)} client{'s' if len(local) > 1 else ''}", means))
     for method in methods:
         if not method.startswith("local"):
             rows.append((DISPLAY_NAMES.get(method, method), [value(method, t, m) for t, m in columns]))
