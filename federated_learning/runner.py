@@ -36,7 +36,9 @@ logger = logging.getLogger(__name__)
 
 def setup_logging() -> None:
     """One concise log format; library chatter that is known to be harmless stays quiet."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     import datasets
     import transformers
 
@@ -77,7 +79,9 @@ def make_run_dir(script_args: ScriptArguments, fed_args: FedArguments, *extra_co
     return run_dir
 
 
-def load_peft_model(script_args: ScriptArguments, adapter_dir: str | None = None) -> tuple[PeftModel, PreTrainedTokenizerBase]:
+def load_peft_model(
+    script_args: ScriptArguments, adapter_dir: str | None = None
+) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """Base model + tokenizer + LoRA adapter as the flags ask."""
     model, tokenizer = load_model_and_tokenizer(
         script_args.model_name_or_path,
@@ -108,8 +112,12 @@ def load_peft_model(script_args: ScriptArguments, adapter_dir: str | None = None
 def split_clients(dataset: Dataset, script_args: ScriptArguments, fed_args: FedArguments) -> list[Dataset]:
     """The run's client shards as the flags say (the simulation and every Flower SuperNode split alike)."""
     return split_dataset(
-        dataset, fed_args.num_clients, fed_args.split_strategy, script_args.seed,
-        partition_column=fed_args.partition_column, alpha=fed_args.dirichlet_alpha,
+        dataset,
+        fed_args.num_clients,
+        fed_args.split_strategy,
+        script_args.seed,
+        partition_column=fed_args.partition_column,
+        alpha=fed_args.dirichlet_alpha,
         shards_per_client=fed_args.shards_per_client,
     )
 
@@ -151,7 +159,14 @@ def run_simulation(
         eval_every=script_args.eval_every,
     )
     simulation = Simulation(
-        plan, model, trainable_parameters(model), local_trainer, shards, aggregator, run_dir, evaluator,
+        plan,
+        model,
+        trainable_parameters(model),
+        local_trainer,
+        shards,
+        aggregator,
+        run_dir,
+        evaluator,
         client_runner=client_runner,
     )
     if script_args.resume_from_checkpoint is not None:
@@ -199,14 +214,16 @@ def run_federated(
     prepared = [prepare(shard, tokenizer) for shard in shards]
     empty = [cid for cid, shard in enumerate(prepared) if len(shard) == 0]
     if empty:
-        raise ValueError(f"clients {empty} have no usable example after tokenisation (see the warnings above); "
-                         "raise --seq_length or lower --num_clients")
+        raise ValueError(
+            f"clients {empty} have no usable example after tokenisation (see the warnings above); "
+            "raise --seq_length or lower --num_clients"
+        )
     bf16 = use_bf16(script_args)
-    logger.info("%d clients, %d training examples; %d threads, bf16 autocast %s",
-                len(shards), len(dataset), threads, bf16)
+    logger.info(
+        "%d clients, %d training examples; %d threads, bf16 autocast %s", len(shards), len(dataset), threads, bf16
+    )
     trainer = build_trainer(model, tokenizer, prepared[0], script_args, run_dir / "trainer", bf16)
     evaluator = build_evaluator(tokenizer, bf16)
     with logging_redirect_tqdm():
         run_simulation(script_args, fed_args, model, LocalTrainer(trainer), prepared, run_dir, evaluator)
     return run_dir
-

@@ -106,14 +106,20 @@ def test_mathinstruct_dedups_keeping_first(tmp_path: Path) -> None:
     write_rows(tmp_path / "TIGER-Lab/MathInstruct/MathInstruct.json", rows)
     out = load_sft_dataset("TIGER-Lab/MathInstruct", str(tmp_path), None)
     assert out.column_names == ["instruction", "response"]
-    assert pairs(out) == {("What is 1+1?", "first 2"), ("What is 2*3?", "print(6)"),
-                          ("What is 3*3?", "9"), ("What is 5-5?", "0")}
+    assert pairs(out) == {
+        ("What is 1+1?", "first 2"),
+        ("What is 2*3?", "print(6)"),
+        ("What is 3*3?", "9"),
+        ("What is 5-5?", "0"),
+    }
 
 
 def _math_rows(tag: str) -> Rows:
     types_ = ["Algebra", "Geometry", "Algebra", "Number Theory", "Precalculus", "Geometry"]
-    return [{"problem": f"{tag} problem {i}", "level": f"Level {i % 5 + 1}", "type": t,
-             "solution": f"{tag} solution {i}"} for i, t in enumerate(types_)]
+    return [
+        {"problem": f"{tag} problem {i}", "level": f"Level {i % 5 + 1}", "type": t, "solution": f"{tag} solution {i}"}
+        for i, t in enumerate(types_)
+    ]
 
 
 def test_math_uses_all_config_and_keeps_type_as_category(tmp_path: Path) -> None:
@@ -143,10 +149,13 @@ def test_gsm8k_main_config_and_splits(tmp_path: Path) -> None:
 
 def test_medical_flashcards_use_input_as_instruction(tmp_path: Path) -> None:
     fixed = "Answer this question truthfully"
-    rows = [{"input": f"What does organ {i} do?", "output": f"Organ {i} filters things.", "instruction": fixed}
-            for i in range(6)]
-    write_rows(tmp_path / "medalpaca/medical_meadow_medical_flashcards/medical_meadow_wikidoc_medical_flashcards.json",
-               rows)
+    rows = [
+        {"input": f"What does organ {i} do?", "output": f"Organ {i} filters things.", "instruction": fixed}
+        for i in range(6)
+    ]
+    write_rows(
+        tmp_path / "medalpaca/medical_meadow_medical_flashcards/medical_meadow_wikidoc_medical_flashcards.json", rows
+    )
     out = load_sft_dataset("medalpaca/medical_meadow_medical_flashcards", str(tmp_path), None)
     assert out.column_names == ["instruction", "response"]
     assert pairs(out) == {(f"What does organ {i} do?", f"Organ {i} filters things.") for i in range(6)}
@@ -154,8 +163,12 @@ def test_medical_flashcards_use_input_as_instruction(tmp_path: Path) -> None:
 
 def test_every_hub_dataset_has_a_mirror_test() -> None:
     tested = {n for n, _, _ in ALPACA_LAYOUTS} | {
-        "WizardLM/WizardLM_evol_instruct_70k", "TIGER-Lab/MathInstruct", "lighteval/MATH", "gsm8k",
-        "medalpaca/medical_meadow_medical_flashcards"}
+        "WizardLM/WizardLM_evol_instruct_70k",
+        "TIGER-Lab/MathInstruct",
+        "lighteval/MATH",
+        "gsm8k",
+        "medalpaca/medical_meadow_medical_flashcards",
+    }
     assert tested == set(HUB_SFT_DATASETS)
 
 
@@ -171,19 +184,32 @@ def test_hub_path_calls_load_dataset_with_config(monkeypatch: pytest.MonkeyPatch
 
     def fake_load_dataset(name: str, config: str | None = None, split: str | None = None) -> datasets.Dataset:
         calls.append((name, config, split))
-        return datasets.Dataset.from_list([{"question": "Q?", "answer": "A", "problem": "P?", "level": "Level 1",
-                                            "type": "Algebra", "solution": "S", **ALPACA_ROWS[1]}])
+        return datasets.Dataset.from_list(
+            [
+                {
+                    "question": "Q?",
+                    "answer": "A",
+                    "problem": "P?",
+                    "level": "Level 1",
+                    "type": "Algebra",
+                    "solution": "S",
+                    **ALPACA_ROWS[1],
+                }
+            ]
+        )
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     assert load_sft_dataset("gsm8k", split="test")[0] == {"instruction": "Q?", "response": "A"}
     assert load_sft_dataset("lighteval/MATH")[0] == {"instruction": "P?", "response": "S", "category": "Algebra"}
-    assert load_sft_dataset("tatsu-lab/alpaca")[0] == {"instruction": "Translate to French. good morning",
-                                                       "response": "bonjour"}
-    assert calls == [("gsm8k", "main", "test"), ("lighteval/MATH", "all", "train"),
-                     ("tatsu-lab/alpaca", None, "train")]
+    assert load_sft_dataset("tatsu-lab/alpaca")[0] == {
+        "instruction": "Translate to French. good morning",
+        "response": "bonjour",
+    }
+    assert calls == [("gsm8k", "main", "test"), ("lighteval/MATH", "all", "train"), ("tatsu-lab/alpaca", None, "train")]
 
 
 # ---- shuffle and sampling ------------------------------------------------------------------------
+
 
 def _numbered(n: int) -> Rows:
     return [{"instruction": f"instruction {i}", "response": f"response {i}"} for i in range(n)]
@@ -210,8 +236,9 @@ def test_dataset_sample_sizes(tmp_path: Path, sample: int | None, expected: int)
 
 # ---- plain local files ---------------------------------------------------------------------------
 
-LABELLED: Rows = [{"instruction": f"Rate text {i}", "response": ["negative", "positive"][i % 2], "label": i % 2}
-                  for i in range(6)]
+LABELLED: Rows = [
+    {"instruction": f"Rate text {i}", "response": ["negative", "positive"][i % 2], "label": i % 2} for i in range(6)
+]
 
 
 @pytest.mark.parametrize("ext", ["json", "jsonl", "csv", "parquet"])
@@ -221,7 +248,8 @@ def test_local_file_each_extension_keeps_label(tmp_path: Path, ext: str) -> None
     out = load_sft_dataset(str(path), dataset_sample=None)
     assert out.column_names == ["instruction", "response", "label"]
     assert {(r["instruction"], r["response"], r["label"]) for r in out} == {
-        (r["instruction"], r["response"], r["label"]) for r in LABELLED}
+        (r["instruction"], r["response"], r["label"]) for r in LABELLED
+    }
 
 
 @pytest.mark.parametrize("ext", ["json", "csv"])
@@ -235,8 +263,10 @@ def test_local_alpaca_file_with_category(tmp_path: Path, ext: str) -> None:
 
 
 def test_csv_keeps_numeric_looking_text(tmp_path: Path) -> None:
-    path = write_rows(tmp_path / "codes.csv", [{"instruction": "Code?", "response": "007"},
-                                               {"instruction": "Year?", "response": "1999"}])
+    path = write_rows(
+        tmp_path / "codes.csv",
+        [{"instruction": "Code?", "response": "007"}, {"instruction": "Year?", "response": "1999"}],
+    )
     assert pairs(load_sft_dataset(str(path), dataset_sample=None)) == {("Code?", "007"), ("Year?", "1999")}
 
 
@@ -245,7 +275,8 @@ def test_local_folder_picks_split_files(tmp_path: Path) -> None:
     write_rows(tmp_path / "mydata/test.jsonl", [{"instruction": "held out", "response": "yes"}])
     write_rows(tmp_path / "mydata/.cache/train.jsonl", [{"instruction": "hidden", "response": "no"}])
     assert sorted(load_sft_dataset(str(tmp_path / "mydata"), dataset_sample=None)["instruction"]) == [
-        f"instruction {i}" for i in range(4)]
+        f"instruction {i}" for i in range(4)
+    ]
     assert load_sft_dataset(str(tmp_path / "mydata"), split="test")["instruction"] == ["held out"]
 
 
@@ -265,14 +296,23 @@ def test_unknown_name_found_under_local_data_dir(tmp_path: Path) -> None:
 
 # ---- bundled datasets ----------------------------------------------------------------------------
 
+
 def test_bundled_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
     def load_bundled(name: str, split: str) -> datasets.Dataset:
         calls.append((name, split))
         if name == "bundled/fin_sentiment":
-            return datasets.Dataset.from_list([
-                {"instruction": "What is the sentiment?", "input": "Shares rose 5%.", "output": "positive", "label": 2}])
+            return datasets.Dataset.from_list(
+                [
+                    {
+                        "instruction": "What is the sentiment?",
+                        "input": "Shares rose 5%.",
+                        "output": "positive",
+                        "label": 2,
+                    }
+                ]
+            )
         return datasets.Dataset.from_list([{"question": "2+2?", "answer": "#### 4", "category": "addition"}])
 
     monkeypatch.setitem(sys.modules, "utils.bundled", types.SimpleNamespace(load_bundled=load_bundled))
@@ -299,6 +339,7 @@ def test_real_bundled_module(name: str, extra: str) -> None:
 
 
 # ---- errors --------------------------------------------------------------------------------------
+
 
 def test_error_unknown_name() -> None:
     with pytest.raises(ValueError, match=r"(?s)not a supported dataset.*gsm8k.*--local_data_dir"):
@@ -352,11 +393,14 @@ def test_error_missing_split(tmp_path: Path) -> None:
         load_sft_dataset("gsm8k", str(tmp_path), split="validation")
 
 
-@pytest.mark.parametrize(("name", "pattern"), [
-    ("bundled/preferences", "preference \\(DPO\\) dataset"),
-    ("bundled/nothing", "no such bundled dataset"),
-    ("", "--dataset_name is empty"),
-])
+@pytest.mark.parametrize(
+    ("name", "pattern"),
+    [
+        ("bundled/preferences", "preference \\(DPO\\) dataset"),
+        ("bundled/nothing", "no such bundled dataset"),
+        ("", "--dataset_name is empty"),
+    ],
+)
 def test_error_bad_names(name: str, pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
         validate_sft_data_args(name, None)
