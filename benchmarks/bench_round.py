@@ -15,11 +15,13 @@ are timed by wrapping them in this process, without changing them:
     .venv/bin/python benchmarks/bench_round.py                      # 10 rounds, as the default run
     .venv/bin/python benchmarks/bench_round.py --num_rounds 3 --threads 2
     .venv/bin/python benchmarks/bench_round.py --fed_alg scaffold
+    .venv/bin/python benchmarks/bench_round.py --before --num_rounds 3  # as before the speed-ups
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -46,6 +48,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num_rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: all CPUs, main_sft's default)")
     parser.add_argument("--eval", action="store_true", help="keep the default before/after round evaluation")
+    parser.add_argument("--before", action="store_true",
+                        help="without the speed-ups (TRL's LM head, fp32 frozen weights, full gc per call)")
     args, rest = parser.parse_known_args()
     args.rest = rest
     return args
@@ -177,13 +181,20 @@ def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.WARNING)
     threads = set_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
+    before = contextlib.ExitStack()
+    if args.before:
+        from benchmarks.bench_step import full_collection_per_call, without_speedups
+
+        before.enter_context(without_speedups())
+        before.enter_context(full_collection_per_call())
+    with tempfile.TemporaryDirectory() as tmp, before:
         run_dir, timings = run(args, tmp)
         records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rounds = [r for r in records if r["round"] > 0]
     per_round = [breakdown(r, timings.by_round[r["round"]]) for r in rounds]
     print(machine_line(threads))
-    print(f"main_sft defaults, {len(rounds)} rounds, {timings.steps} local steps; load {load_average()}; "
+    variant = " without the speed-ups" if args.before else ""
+    print(f"main_sft defaults{variant}, {len(rounds)} rounds, {timings.steps} local steps; load {load_average()}; "
           f"peak RSS {peak_rss_mb():.0f} MiB")
     header = ["round", *PIECES, "round total (s)", "outside local steps"]
     table = []

@@ -101,9 +101,9 @@ def label_only_log_probs(
 ) -> tuple[torch.Tensor, ...]:
     """Log-softmax of ``hidden @ weight.T (+ bias)`` at ``targets``, plus ``fields``, for [N, H] hidden states.
 
-    The logits of at most ``logits_per_chunk`` elements exist at a time: with gradients, chunks
-    beyond the first are recomputed in backward (activation checkpointing), so memory stays
-    bounded for long completions at the price of one extra head matmul per chunk.
+    When the logits would exceed ``logits_per_chunk`` elements, they are built chunk by chunk and,
+    with gradients, recomputed in backward (activation checkpointing), so memory stays bounded for
+    long completions at the price of one extra head matmul per chunk.
     """
     tokens = max(1, logits_per_chunk // weight.shape[0])
     if hidden.shape[0] <= tokens:
@@ -158,10 +158,10 @@ def _label_only_forward(
     return FusedCausalLMOutput(
         loss=-log_probs.sum() / denominator,
         log_probs=log_probs,
-        entropy=given.get("entropy"),
-        log_sum_sq_probs=given.get("log_sum_sq_probs"),
-        mean_logits=given.get("mean_logits"),
-        is_top1=given.get("is_top1"),
+        entropy=given["entropy"],
+        log_sum_sq_probs=given["log_sum_sq_probs"],
+        mean_logits=given["mean_logits"],
+        is_top1=given["is_top1"],
         label_mask=mask,
     )
 
