@@ -7,23 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 from trl.trainer.utils import add_fused_lm_head
 
 from federated_learning.lm_head import METRIC_FIELDS, label_only_log_probs, use_label_only_head
-from utils.model import add_lora_adapter
-
-
-def _peft_model(path: Path) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    peft = add_lora_adapter(model, r=4, alpha=8, dropout=0.0, modules="q_proj,v_proj")
-    # Non-zero LoRA B, so the adapter's gradients depend on the head's gradient everywhere.
-    with torch.no_grad():
-        for name, param in peft.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.1)
-    return peft
+from tests.peft_models import peft_model_with_active_lora
 
 
 def _batch(vocab: int) -> dict[str, torch.Tensor]:
@@ -45,7 +32,7 @@ def _run(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[object
 
 
 def test_fields_and_gradients_match_trl(tiny_model_dir: Path) -> None:
-    model = _peft_model(tiny_model_dir)
+    model = peft_model_with_active_lora(tiny_model_dir)
     add_fused_lm_head(model.get_base_model(), outputs=("log_probs", *METRIC_FIELDS))
     batch = _batch(model.config.vocab_size)
     reference, reference_grads = _run(model, batch)
@@ -65,7 +52,7 @@ def test_fields_and_gradients_match_trl(tiny_model_dir: Path) -> None:
 
 
 def test_unrequested_fields_are_zeros_and_plain_forward_unchanged(tiny_model_dir: Path) -> None:
-    model = _peft_model(tiny_model_dir)
+    model = peft_model_with_active_lora(tiny_model_dir)
     batch = _batch(model.config.vocab_size)
     plain = model(**batch).loss
     signature = inspect.signature(model.get_base_model().forward)
@@ -98,7 +85,7 @@ def test_chunked_equals_unchunked_with_gradients() -> None:
 
 
 def test_rescaled_logits_keep_trl_head(tiny_model_dir: Path) -> None:
-    model = _peft_model(tiny_model_dir)
+    model = peft_model_with_active_lora(tiny_model_dir)
     model.get_base_model().config.final_logit_softcapping = 30.0
     assert not use_label_only_head(model)
     with pytest.raises(ValueError, match="unknown fused-head fields"):

@@ -5,20 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM
 
-from utils.model import add_lora_adapter, store_frozen_linears_in
-
-
-def _model(path: Path) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    peft = add_lora_adapter(model, r=4, alpha=8, dropout=0.0, modules="q_proj,v_proj")
-    with torch.no_grad():
-        for name, param in peft.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.1)
-    return peft
+from tests.peft_models import peft_model_with_active_lora
+from utils.model import store_frozen_linears_in
 
 
 def _loss_and_grads(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -30,7 +19,7 @@ def _loss_and_grads(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> t
 
 
 def test_bit_identical_under_autocast(tiny_model_dir: Path) -> None:
-    model = _model(tiny_model_dir)
+    model = peft_model_with_active_lora(tiny_model_dir)
     ids = torch.randint(4, model.config.vocab_size, (2, 10), generator=torch.Generator().manual_seed(3))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     logits, grads = _loss_and_grads(model, batch)
@@ -47,7 +36,7 @@ def test_bit_identical_under_autocast(tiny_model_dir: Path) -> None:
 
 
 def test_only_frozen_base_linears_change(tiny_model_dir: Path) -> None:
-    model = _model(tiny_model_dir)
+    model = peft_model_with_active_lora(tiny_model_dir)
     model.add_adapter("ref", model.peft_config["default"])  # a frozen adapter, as DPO's reference
     store_frozen_linears_in(model, torch.bfloat16)
     attention = model.get_base_model().model.layers[0].self_attn
