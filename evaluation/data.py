@@ -12,29 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from pathlib import Path
 from typing import Any
+
+from utils.sft_data import SPLIT_SYNONYMS, split_of
 
 logger = logging.getLogger(__name__)
 
 FORMATS = (".parquet", ".jsonl", ".json", ".csv")  # first present wins when a folder mixes formats
-_SPLIT_SYNONYMS = {
-    "train": "train", "training": "train",
-    "test": "test", "testing": "test", "eval": "test", "evaluation": "test",
-    "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
-}
 
 Row = dict[str, Any]
 
 
-def _split_of(relative: Path) -> str | None:
-    """The split named by a file's folders or stem, if any."""
-    for part in (*relative.parent.parts, relative.stem):
-        for token in re.split(r"[-._ 0-9]+", part.lower()):
-            if token in _SPLIT_SYNONYMS:
-                return _SPLIT_SYNONYMS[token]
-    return None
 
 
 def _read_file(path: Path) -> list[Row]:
@@ -80,8 +69,8 @@ def local_files(folder: Path, split: str, config: str | None = None) -> list[Pat
     )
     if not files:
         raise FileNotFoundError(f"{folder} holds no {'/'.join(FORMATS)} files")
-    wanted = _SPLIT_SYNONYMS.get(split.lower(), split.lower())
-    tags = {f: _split_of(f.relative_to(folder)) for f in files}
+    wanted = SPLIT_SYNONYMS.get(split.lower(), split.lower())
+    tags = {f: split_of(f.relative_to(folder)) for f in files}
     if any(tag is not None for tag in tags.values()):
         files = [f for f, tag in tags.items() if tag == wanted]
         if not files:

@@ -33,7 +33,7 @@ from typing import Any
 
 import datasets
 
-from utils.sft_data import BUILDERS, HUB_SFT_DATASETS, KEPT_COLUMNS, _read_files, _text, local_data_root
+from utils.sft_data import BUILDERS, HUB_SFT_DATASETS, KEPT_COLUMNS, local_data_root, read_files, text_value
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def split_transcripts(chosen: str, rejected: str) -> tuple[list[str], str, str] 
 
 def _message_turns(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(role, text) of user/assistant messages; system messages are left to the template."""
-    return [(str(m["role"]), _text(m["content"]).strip()) for m in messages if m.get("role") != "system"]
+    return [(str(m["role"]), text_value(m["content"]).strip()) for m in messages if m.get("role") != "system"]
 
 
 def split_conversations(prompt: Any, chosen: Sequence[Mapping[str, Any]],
@@ -159,7 +159,7 @@ def split_conversations(prompt: Any, chosen: Sequence[Mapping[str, Any]],
     turns = _merge_turns(context)
     if turns is None:
         return None
-    return turns, _text(chosen[-1]["content"]).strip(), _text(rejected[-1]["content"]).strip()
+    return turns, text_value(chosen[-1]["content"]).strip(), text_value(rejected[-1]["content"]).strip()
 
 
 def to_pair(row: Mapping[str, Any]) -> tuple[list[str], str, str] | None:
@@ -170,10 +170,10 @@ def to_pair(row: Mapping[str, Any]) -> tuple[list[str], str, str] | None:
     elif isinstance(prompt, list):
         pair = split_conversations(prompt, [{"role": "assistant", "content": chosen}],
                                    [{"role": "assistant", "content": rejected}])
-    elif not _text(prompt).strip():  # no prompt: hh-rlhf transcripts carry it
-        pair = split_transcripts(_text(chosen), _text(rejected))
+    elif not text_value(prompt).strip():  # no prompt: hh-rlhf transcripts carry it
+        pair = split_transcripts(text_value(chosen), text_value(rejected))
     else:
-        pair = ([_text(prompt).strip()], _text(chosen).strip(), _text(rejected).strip())
+        pair = ([text_value(prompt).strip()], text_value(chosen).strip(), text_value(rejected).strip())
     if pair is None:
         return None
     turns, good, bad = pair
@@ -292,7 +292,7 @@ def _read_raw(dataset_name: str, source: _Source, split: str) -> datasets.Datase
         builder = "parquet" if files[0].name.endswith(".parquet") else "json"
         logger.info("Reading %d %s file(s) for split %s from %s", len(files), builder, split, source.path)
         return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
-    return _read_files(source.path, None, split)
+    return read_files(source.path, None, split)
 
 
 def load_dpo_dataset(dataset_name: str, local_data_dir: str | None = None, dataset_sample: int | None = 20000,

@@ -27,7 +27,7 @@ KEPT_COLUMNS = ("label", "category")
 BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 _BUILDER_PRIORITY = ("parquet", "json", "csv")  # when a folder mixes formats, the first one wins
 # Split keywords in file / folder names, after the conventions of the Hub's data-file resolution.
-_SPLIT_SYNONYMS = {
+SPLIT_SYNONYMS = {
     "train": "train", "training": "train",
     "test": "test", "testing": "test", "eval": "test", "evaluation": "test",
     "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
@@ -108,19 +108,19 @@ def _data_files(folder: Path, config: str | None = None) -> tuple[Path, list[Pat
     return folder, files
 
 
-def _split_of(relative: Path) -> str | None:
+def split_of(relative: Path) -> str | None:
     """The split a file belongs to from its folder / file name tokens, or None when unnamed."""
     for part in (*relative.parent.parts, relative.stem):
         for token in re.split(r"[-._ 0-9]+", part.lower()):
-            if token in _SPLIT_SYNONYMS:
-                return _SPLIT_SYNONYMS[token]
+            if token in SPLIT_SYNONYMS:
+                return SPLIT_SYNONYMS[token]
     return None
 
 
 def _files_for_split(folder: Path, files: list[Path], split: str) -> tuple[str, list[str]]:
     """The builder name and the files of ``split``; unnamed files all count as the train split."""
-    tags = {f: _split_of(f.relative_to(folder)) for f in files}
-    wanted = _SPLIT_SYNONYMS.get(split.lower(), split.lower())
+    tags = {f: split_of(f.relative_to(folder)) for f in files}
+    wanted = SPLIT_SYNONYMS.get(split.lower(), split.lower())
     found = sorted({t for t in tags.values() if t is not None})
     if not found:
         if wanted != "train":
@@ -205,7 +205,7 @@ def validate_sft_data_args(dataset_name: str, local_data_dir: str | None) -> Non
     _resolve(dataset_name, local_data_dir)
 
 
-def _read_files(path: Path, mapping: SftMapping | None, split: str) -> datasets.Dataset:
+def read_files(path: Path, mapping: SftMapping | None, split: str) -> datasets.Dataset:
     """Read a data file, or a folder's files of ``split``, with the matching ``datasets`` builder."""
     if path.is_file():
         builder, files = BUILDERS[path.suffix.lower()], [str(path)]
@@ -232,7 +232,7 @@ def _local_mapping(columns: list[str], where: str) -> SftMapping:
                      f"Expected {_LOCAL_SCHEMA}.")
 
 
-def _text(value: Any) -> str:
+def text_value(value: Any) -> str:
     """A cell as text; missing cells (None, CSV's NaN) become empty strings."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -260,11 +260,11 @@ def _apply_mapping(dataset: datasets.Dataset, mapping: SftMapping, where: str) -
     kept = [c for c in KEPT_COLUMNS if c in dataset.column_names and c != mapping.category]
 
     def convert(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        instructions = [_text(v) for v in batch[mapping.instruction]]
+        instructions = [text_value(v) for v in batch[mapping.instruction]]
         if mapping.input_col is not None:
-            extra = [_text(v) for v in batch[mapping.input_col]]
+            extra = [text_value(v) for v in batch[mapping.input_col]]
             instructions = [f"{i} {x}" if x else i for i, x in zip(instructions, extra, strict=True)]
-        out = {"instruction": instructions, "response": [_text(v) for v in batch[mapping.response]]}
+        out = {"instruction": instructions, "response": [text_value(v) for v in batch[mapping.response]]}
         out.update({c: batch[c] for c in kept})
         if mapping.category is not None:
             out["category"] = batch[mapping.category]
@@ -294,7 +294,7 @@ def load_sft_dataset(dataset_name: str, local_data_dir: str | None = None,
         mapping = source.mapping
         raw = datasets.load_dataset(dataset_name, mapping.config if mapping else None, split=split)
     else:
-        raw = _read_files(source.path, source.mapping, split)
+        raw = read_files(source.path, source.mapping, split)
     where = str(source.path) if source.path is not None else f"--dataset_name {dataset_name}"
     mapping = source.mapping or _local_mapping(raw.column_names, where)
     dataset = _apply_mapping(raw, mapping, where)
