@@ -4,7 +4,17 @@ Learning", ICML), option II.
 Client i, starting from the global adapter x with server control variate c and its own c_i, takes
 K local steps y_i <- y_i - eta_l * (g_i(y_i) + c - c_i), then
 
-    c_i+ = c_i - c + (x - y_i) / (K * eta_l)         and sends   Δc_i = c_i+ - c_i = (x - y_i)/(K eta_l) - c.
+    c_i+ = c_i - c + (x - y_i) / (K * eta_l)         and sends   Δc_i = c_i+ - c_i.
+
+With plain SGD, (x - y_i) / (K eta_l) is the mean corrected gradient, mean_k g_i(y_k) + c - c_i, so
+c_i+ is exactly the mean of the client's own (uncorrected) gradients over its local steps. The
+client computes it in that form, as the learning-rate-weighted mean Σ_k eta_k g_k / Σ_k eta_k of
+the gradients the optimizer received (after clipping, before the correction): the same number as
+the drift form under SGD with any schedule, and still a gradient, in the units of the correction,
+when the local optimizer is AdamW. The drift form divides an Adam displacement (about eta_l per
+coordinate and step, whatever the gradient's size) by K eta_l, so its control variates have the
+size of a normalised step, orders of magnitude above the LoRA gradients they are meant to
+correct; the correction then swamps the loss.
 
 Server, with S the clients of the round, N = ``num_clients`` and eta_g = ``--server_lr``:
 
@@ -20,16 +30,18 @@ Server state: c, and c_i only for clients that were ever sampled (zeros until th
 single-process simulation the server keeps the c_i and sends each to its client in
 ``client_payload`` ({"c": ..., "c_i": ...}; an absent entry means zeros).
 
-SCAFFOLD is derived for plain SGD local steps. With AdamW (the default local optimizer) the
-corrected gradient is rescaled by Adam's preconditioner, so the control variates are a heuristic;
-``--optim sgd`` runs the exact form (TrainingArguments' SGD, no momentum, ``--weight_decay 0``).
+SCAFFOLD is derived for plain SGD local steps (``--optim sgd``, no momentum, ``--weight_decay 0``
+runs it exactly). With AdamW (the default local optimizer) the corrected gradient is rescaled by
+Adam's preconditioner; the control variates stay in gradient units (see above), and the fixed
+point of the federation is still the global optimum, where every corrected gradient vanishes.
 With ``--server_lr 1`` the new global adapter is exactly FedAvg's weighted mean.
 
 ``--fedopt_variant openfedllm`` reproduces OpenFedLLM's client: the correction is applied to the
 parameters after each optimizer step (w <- w - eta_l * (c - c_i)), which equals the gradient form
-for plain SGD but not for AdamW; its server ignores ``--server_lr`` (x <- weighted mean). Other
-deliberate differences (both variants): K * eta_l is the sum of the learning rates used where
-OpenFedLLM divides by max_steps * learning_rate (equal under its constant schedule); c_i is
+for plain SGD but not for AdamW, and c_i+ comes from the drift, (x - y_i) / (K eta_l); its server
+ignores ``--server_lr`` (x <- weighted mean). Other deliberate differences (both variants): K * eta_l
+is the sum of the learning rates the optimizer used (read from its param groups, per parameter)
+where OpenFedLLM divides by max_steps * learning_rate (equal under its constant schedule); c_i is
 allocated only for sampled clients (OpenFedLLM: all N, same values); server arithmetic in float32;
 a fp16 step skipped by the loss scaler still counts in K * eta_l.
 """
@@ -82,6 +94,7 @@ class ScaffoldHook(ClientHook):
         self.lr_sums = dict.fromkeys(self.trainable, 0.0)
         self._last_lr = dict.fromkeys(self.trainable, 0.0)
         self._corrections: dict[str, torch.Tensor] = {}
+        self._grad_sums: dict[str, torch.Tensor] = {}  # Σ_k eta_k g_k (paper form), float32
         self._extras: dict[str, StateDict] | None = None
 
     def _correction(self, key: str, param: torch.nn.Parameter) -> torch.Tensor:
@@ -106,7 +119,7 @@ class ScaffoldHook(ClientHook):
     def on_pre_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        """Record this step's learning rates; add (c - c_i) to the gradients (paper form)."""
+        """Record this step's learning rates; paper form: add eta_k g_k to Σ, then (c - c_i) to g."""
         self.steps += 1
         for key, lr in self._learning_rates(kwargs.get("optimizer")).items():
             self.lr_sums[key] += lr
@@ -114,6 +127,10 @@ class ScaffoldHook(ClientHook):
         if self.post_step:
             return
         for key, param in self.trainable.items():
+            if param.grad is not None:
+                if key not in self._grad_sums:
+                    self._grad_sums[key] = torch.zeros(param.shape, dtype=torch.float32, device=param.device)
+                self._grad_sums[key].add_(param.grad.float(), alpha=self._last_lr[key])
             corr = self._correction(key, param)
             if param.grad is None:
                 param.grad = corr.to(param.dtype)
@@ -134,17 +151,22 @@ class ScaffoldHook(ClientHook):
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        """Compute Δc_i = (x - y_i) / Σ eta_l - c from the trained parameters."""
+        """Compute Δc_i = c_i+ - c_i: paper form from the recorded gradients, OpenFedLLM's from the drift."""
         delta = {}
         for key, param in self.trainable.items():
-            c = self.c[key].float() if self.c is not None else torch.zeros(param.shape, dtype=torch.float32)
-            if self.lr_sums[key] > 0:
+            if self.lr_sums[key] <= 0:
+                # No step was taken: c_i+ is undefined, so the client's variate is left as it was.
+                logger.warning("SCAFFOLD: %s took no optimizer step this round; its control variate is kept", key)
+                delta[key] = torch.zeros(param.shape, dtype=torch.float32)
+            elif self.post_step:
+                c = self.c[key].float() if self.c is not None else torch.zeros(param.shape, dtype=torch.float32)
                 drift = self.global_params[key].float() - param.detach().to("cpu", torch.float32)
                 delta[key] = drift / self.lr_sums[key] - c
             else:
-                # No step was taken: c_i+ is undefined, so the client's variate is left as it was.
-                logger.warning("SCAFFOLD: %s took no optimizer step this round; its control variate is kept", key)
-                delta[key] = torch.zeros_like(c)
+                c_i = self.c_i[key].float() if self.c_i is not None else torch.zeros(param.shape, dtype=torch.float32)
+                grad_sum = self._grad_sums.get(key)
+                mean_grad = (grad_sum.cpu() / self.lr_sums[key]) if grad_sum is not None else torch.zeros_like(c_i)
+                delta[key] = mean_grad - c_i
         self._extras = {DELTA_C: delta}
 
     def extras(self) -> dict[str, StateDict]:
