@@ -100,7 +100,9 @@ class ScriptArguments:
     eval_every: int = field(
         default=0, metadata={"help": "evaluate the global adapter every k rounds (0: only before and after)"}
     )
-    eval_samples: int = field(default=200, metadata={"help": "held-out examples used per evaluation"})
+    eval_samples: int = field(
+        default=200, metadata={"help": "held-out examples used per evaluation (0: no evaluation during training)"}
+    )
     eval_batch_size: int = field(default=32, metadata={"help": "batch size of evaluation generation and loss"})
 
 
@@ -178,10 +180,14 @@ def validate(script_args: ScriptArguments, fed_args: FedArguments) -> None:
         "--gradient_accumulation_steps": script_args.gradient_accumulation_steps,
         "--peft_lora_r": script_args.peft_lora_r,
         "--save_model_freq": fed_args.save_model_freq,
+        "--eval_batch_size": script_args.eval_batch_size,
     }
     for flag, value in positive.items():
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
+    for flag, value in (("--eval_samples", script_args.eval_samples), ("--eval_every", script_args.eval_every)):
+        if value < 0:
+            raise ValueError(f"{flag} must be 0 or more, got {value}")
     if fed_args.sample_clients > fed_args.num_clients:
         raise ValueError(
             f"--sample_clients {fed_args.sample_clients} exceeds --num_clients {fed_args.num_clients}; "

@@ -21,6 +21,7 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from federated_learning.aggregators import Aggregator
+from federated_learning.partition import ClientRows
 from federated_learning.sampling import derive_seed, sample_examples
 from federated_learning.state import get_state, set_state
 from federated_learning.types import ClientUpdate, StateDict
@@ -127,7 +128,7 @@ def train_client(
     trainable: Mapping[str, torch.nn.Parameter],
     aggregator: Aggregator,
     task: RoundTask,
-    shard: Dataset,
+    shard: Dataset | ClientRows,
     global_params: StateDict,
     payload: Mapping[str, StateDict],
 ) -> ClientUpdate:
@@ -135,7 +136,8 @@ def train_client(
 
     The single-process simulation and the Flower ClientApp both call this, so a client's round is
     the same computation wherever it runs. ``payload`` is what ``aggregator.client_payload`` gave
-    the server for this client (e.g. SCAFFOLD's control variates); ``shard`` is the client's data.
+    the server for this client (e.g. SCAFFOLD's control variates); ``shard`` is the client's data
+    (a ``Dataset``, or its ``ClientRows`` view of the run's one tokenised set).
     """
     set_state(trainable, global_params)  # broadcast
     hooks = aggregator.client_hooks(payload, global_params, trainable)

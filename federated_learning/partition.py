@@ -1,4 +1,8 @@
-"""Split a training set into client shards.
+"""Split a training set into client shards, kept as row indices into the run's one dataset.
+
+A partition is one integer array per client (``partition_indices``): the run tokenises the whole
+training set once and each client-round selects its rows from that one table (``ClientRows``), so
+memory per client is its index array, whatever the number of clients.
 
 ``iid`` is OpenFedLLM's own split. The non-IID strategies are flwr-datasets partitioners applied
 to the in-memory ``datasets.Dataset`` (``partitioner.dataset = ds``; ``load_partition(i)``), so
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 from datasets import Dataset
@@ -39,6 +44,51 @@ MIN_CLIENT_EXAMPLES = 10  # floor of dirichlet / quantity client sizes, lowered 
 DIRICHLET_RESTARTS = 20  # fresh DirichletPartitioners (of 11 draws each) before giving up
 
 
+ROW_ID = "__fedllm_row__"
+"""Column of row numbers attached while a partitioner runs, to read each partition back as indices."""
+
+SOURCE_ROW = "source_row"
+"""Column a tokeniser that drops rows adds: the training-set index of each row it kept."""
+
+
+class ClientRows:
+    """One client's rows of the run's tokenised dataset: ``len`` and ``select`` as on a ``Dataset``."""
+
+    def __init__(self, dataset: Dataset, indices: np.ndarray) -> None:
+        """``indices``: positions of the client's rows in ``dataset`` (shared by every client)."""
+        self.dataset = dataset
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def select(self, positions: Sequence[int]) -> Dataset:
+        """The client's rows at ``positions`` (0 .. len - 1), as a ``Dataset``."""
+        return self.dataset.select(self.indices[np.asarray(positions, dtype=np.int64)])
+
+    def to_dataset(self) -> Dataset:
+        """All of the client's rows, as a ``Dataset``."""
+        return self.dataset.select(self.indices)
+
+
+def client_rows(prepared: Dataset, partition: Sequence[np.ndarray], num_rows: int) -> list[ClientRows]:
+    """Each client's rows of ``prepared``, the tokenisation of the ``num_rows`` rows the partition indexes.
+
+    When the tokeniser dropped rows, ``prepared`` has a ``SOURCE_ROW`` column (the training-set index
+    of every kept row) and a client keeps the rows of its partition that survived; otherwise row i
+    of ``prepared`` is training row i. Returns views; ``prepared`` loses the ``SOURCE_ROW`` column.
+    """
+    if SOURCE_ROW in prepared.column_names:
+        position = np.full(num_rows, -1, dtype=np.int64)
+        position[np.asarray(prepared[SOURCE_ROW], dtype=np.int64)] = np.arange(len(prepared))
+        prepared = prepared.remove_columns(SOURCE_ROW)
+        kept = [position[rows] for rows in partition]
+        return [ClientRows(prepared, rows[rows >= 0]) for rows in kept]
+    if len(prepared) != num_rows:
+        raise ValueError(f"tokenisation returned {len(prepared)} of {num_rows} rows without a {SOURCE_ROW!r} column")
+    return [ClientRows(prepared, rows) for rows in partition]
+
+
 def split_dataset(
     dataset: Dataset,
     num_clients: int,
@@ -49,17 +99,36 @@ def split_dataset(
     alpha: float = 0.5,
     shards_per_client: int = 2,
 ) -> list[Dataset]:
-    """Return one shard per client, as ``strategy`` says (see the module docstring).
+    """Return one shard per client as a ``Dataset``: ``partition_indices``, then ``select``."""
+    partition = partition_indices(
+        dataset, num_clients, strategy, seed,
+        partition_column=partition_column, alpha=alpha, shards_per_client=shards_per_client,
+    )
+    return [dataset.select(rows) for rows in partition]
+
+
+def partition_indices(
+    dataset: Dataset,
+    num_clients: int,
+    strategy: str = "iid",
+    seed: int = 2023,
+    *,
+    partition_column: str = "label",
+    alpha: float = 0.5,
+    shards_per_client: int = 2,
+) -> list[np.ndarray]:
+    """Return each client's row indices into ``dataset`` (int64 arrays), as ``strategy`` says.
 
     ``iid`` is OpenFedLLM's: shuffle with ``seed``, then client i takes every num_clients-th row
     starting at i (``Dataset.shard``). Every strategy is deterministic given ``seed``.
     Raises ValueError naming the flag to change when the options do not fit the data.
     """
     _validate(dataset, num_clients, strategy, partition_column, alpha, shards_per_client)
+    dataset = dataset.add_column(ROW_ID, np.arange(len(dataset), dtype=np.int64))
     if strategy == "iid":
-        shuffled = dataset.shuffle(seed=seed)
-        # Strided, as datasets 2.x's default did for OpenFedLLM (datasets >= 3 defaults to contiguous).
-        return [shuffled.shard(num_clients, i, contiguous=False) for i in range(num_clients)]
+        order = np.asarray(dataset.shuffle(seed=seed)[ROW_ID], dtype=np.int64)
+        # Strided, as datasets 2.x's default shard did for OpenFedLLM (datasets >= 3: contiguous).
+        return [order[i::num_clients] for i in range(num_clients)]
     if strategy == "dirichlet":
         return _dirichlet_split(dataset, num_clients, seed, partition_column, alpha)
     if strategy == "natural":
@@ -79,18 +148,18 @@ def split_dataset(
     return _load_all(SizePartitioner(sizes), dataset.shuffle(seed=seed), num_clients)
 
 
-def _load_all(partitioner: Partitioner, dataset: Dataset, num_clients: int) -> list[Dataset]:
-    """Attach ``dataset`` to a fresh flwr-datasets partitioner and load every client's partition."""
+def _load_all(partitioner: Partitioner, dataset: Dataset, num_clients: int) -> list[np.ndarray]:
+    """Attach ``dataset`` to a fresh flwr-datasets partitioner; every client's partition as ``ROW_ID`` values."""
     partitioner.dataset = dataset
     with warnings.catch_warnings():
         # Flower warns on every Dirichlet re-draw that misses the minimum size (a final failure
         # is raised), and pyarrow on the options of the shard partitioner's sort.
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        return [partitioner.load_partition(i) for i in range(num_clients)]
+        return [np.asarray(partitioner.load_partition(i)[ROW_ID], dtype=np.int64) for i in range(num_clients)]
 
 
-def _dirichlet_split(dataset: Dataset, num_clients: int, seed: int, column: str, alpha: float) -> list[Dataset]:
+def _dirichlet_split(dataset: Dataset, num_clients: int, seed: int, column: str, alpha: float) -> list[np.ndarray]:
     """Flower's DirichletPartitioner, restarted with derived seeds when its draws leave a client too small.
 
     Flower redraws up to 10 times until every client holds ``min_partition_size`` rows (rejection

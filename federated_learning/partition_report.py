@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,18 @@ REPORT_JSON = "partition.json"
 REPORT_PNG = "partition.png"
 
 
-def label_histograms(shards: Sequence[Dataset], column: str) -> tuple[list[str], np.ndarray]:
-    """Labels (sorted, as text) and a clients x labels count matrix; no labels if a shard lacks ``column``."""
-    if not shards or any(column not in s.column_names for s in shards):
-        return [], np.zeros((len(shards), 0), dtype=np.int64)
-    counters = [Counter(str(v) for v in s[column]) for s in shards]
-    labels = sorted(set().union(*counters))
-    counts = np.array([[c[label] for label in labels] for c in counters], dtype=np.int64).reshape(len(shards), -1)
-    return labels, counts
+def label_histograms(
+    dataset: Dataset, partition: Sequence[np.ndarray], column: str
+) -> tuple[list[str], np.ndarray]:
+    """Labels (sorted, as text) and a clients x labels count matrix; no labels if ``dataset`` lacks ``column``.
+
+    ``partition``: each client's row indices into ``dataset``.
+    """
+    if not partition or column not in dataset.column_names:
+        return [], np.zeros((len(partition), 0), dtype=np.int64)
+    labels, codes = np.unique(np.array([str(v) for v in dataset[column]]), return_inverse=True)
+    counts = np.stack([np.bincount(codes[rows], minlength=len(labels)) for rows in partition]).astype(np.int64)
+    return [str(label) for label in labels], counts
 
 
 def mean_total_variation(counts: np.ndarray) -> float:
@@ -43,17 +46,21 @@ def mean_total_variation(counts: np.ndarray) -> float:
     return float(np.mean(0.5 * np.abs(mixes - pooled).sum(axis=1)))
 
 
-def describe_partition(shards: Sequence[Dataset], column: str, run_dir: str | Path) -> dict[str, Any]:
+def describe_partition(
+    dataset: Dataset, partition: Sequence[np.ndarray], column: str, run_dir: str | Path
+) -> dict[str, Any]:
     """Log each client's size and label histogram; write ``partition.json`` and ``partition.png`` to ``run_dir``.
+
+    ``partition``: each client's row indices into ``dataset`` (``partition.partition_indices``).
 
     Returns the report written to JSON: ``sizes``, ``labels``, ``histograms`` (client -> label ->
     count, when the shards have ``column``), ``global_histogram`` and ``mean_total_variation``.
     """
     run_dir = Path(run_dir)
-    labels, counts = label_histograms(shards, column)
-    sizes = [len(s) for s in shards]
+    labels, counts = label_histograms(dataset, partition, column)
+    sizes = [len(rows) for rows in partition]
     report: dict[str, Any] = {
-        "num_clients": len(shards),
+        "num_clients": len(partition),
         "num_examples": int(sum(sizes)),
         "column": column if labels else None,
         "sizes": sizes,

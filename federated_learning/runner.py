@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from datasets import Dataset
 from peft import PeftModel
@@ -19,7 +20,7 @@ from config import FedArguments, ScriptArguments, to_dict, validate
 from federated_learning.aggregators import get_aggregator
 from federated_learning.checkpoint import load_checkpoint
 from federated_learning.client import LocalTrainer
-from federated_learning.partition import split_dataset
+from federated_learning.partition import ClientRows, client_rows, partition_indices
 from federated_learning.partition_report import describe_partition
 from federated_learning.simulation import ClientRunner, Evaluator, RoundPlan, Simulation
 from federated_learning.state import trainable_parameters
@@ -109,9 +110,9 @@ def load_peft_model(
     return peft_model, tokenizer
 
 
-def split_clients(dataset: Dataset, script_args: ScriptArguments, fed_args: FedArguments) -> list[Dataset]:
-    """The run's client shards as the flags say (the simulation and every Flower SuperNode split alike)."""
-    return split_dataset(
+def split_clients(dataset: Dataset, script_args: ScriptArguments, fed_args: FedArguments) -> list[np.ndarray]:
+    """Each client's row indices into ``dataset`` as the flags say (simulation and Flower SuperNodes alike)."""
+    return partition_indices(
         dataset,
         fed_args.num_clients,
         fed_args.split_strategy,
@@ -134,7 +135,7 @@ def run_simulation(
     fed_args: FedArguments,
     model: PeftModel,
     local_trainer: LocalTrainer | None,
-    shards: Sequence[Dataset],
+    shards: Sequence[ClientRows],
     run_dir: Path,
     evaluator: Evaluator | None,
     *,
@@ -195,9 +196,10 @@ def run_federated(
     """One federated run, top to bottom; main_sft.py and main_dpo.py differ only in the callables they pass.
 
     ``check`` validates the mode's flags cheaply, ``load`` returns the training rows, ``prepare``
-    tokenises one client shard (once per run), ``build_trainer`` builds the trainer every client
-    shares and ``build_evaluator(tokenizer, bf16)`` the round evaluation; ``adapter_dir`` is an
-    adapter to start from. Returns the run folder.
+    tokenises them all at once, once per run (a tokeniser that drops rows adds
+    ``partition.SOURCE_ROW``), ``build_trainer`` builds the trainer every client shares and
+    ``build_evaluator(tokenizer, bf16)`` the round evaluation (not called with ``--eval_samples 0``);
+    ``adapter_dir`` is an adapter to start from. Returns the run folder.
     """
     setup_logging()
     # Every check that needs no model happens before the (slow) model load.
@@ -207,12 +209,13 @@ def run_federated(
     threads = set_threads(script_args.torch_threads)
 
     dataset = load()
-    shards = split_clients(dataset, script_args, fed_args)
+    partition = split_clients(dataset, script_args, fed_args)
     run_dir = make_run_dir(script_args, fed_args, *extra_configs)
-    describe_partition(shards, fed_args.partition_column, run_dir)
+    describe_partition(dataset, partition, fed_args.partition_column, run_dir)
     model, tokenizer = load_peft_model(script_args, adapter_dir)
-    prepared = [prepare(shard, tokenizer) for shard in shards]
-    empty = [cid for cid, shard in enumerate(prepared) if len(shard) == 0]
+    # One tokenisation of the whole set; each client holds only its row indices into it.
+    shards = client_rows(prepare(dataset, tokenizer), partition, len(dataset))
+    empty = [cid for cid, shard in enumerate(shards) if len(shard) == 0]
     if empty:
         raise ValueError(
             f"clients {empty} have no usable example after tokenisation (see the warnings above); "
@@ -222,8 +225,8 @@ def run_federated(
     logger.info(
         "%d clients, %d training examples; %d threads, bf16 autocast %s", len(shards), len(dataset), threads, bf16
     )
-    trainer = build_trainer(model, tokenizer, prepared[0], script_args, run_dir / "trainer", bf16)
-    evaluator = build_evaluator(tokenizer, bf16)
+    trainer = build_trainer(model, tokenizer, shards[0].to_dataset(), script_args, run_dir / "trainer", bf16)
+    evaluator = build_evaluator(tokenizer, bf16) if script_args.eval_samples > 0 else None
     with logging_redirect_tqdm():
-        run_simulation(script_args, fed_args, model, LocalTrainer(trainer), prepared, run_dir, evaluator)
+        run_simulation(script_args, fed_args, model, LocalTrainer(trainer), shards, run_dir, evaluator)
     return run_dir

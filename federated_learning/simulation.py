@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from federated_learning.aggregators import Aggregator
 from federated_learning.checkpoint import save_checkpoint
 from federated_learning.client import LocalTrainer, RoundTask, train_client
+from federated_learning.partition import ClientRows
 from federated_learning.sampling import sample_clients
 from federated_learning.state import get_state, is_finite, num_bytes, set_state
 from federated_learning.types import ClientUpdate, StateDict
@@ -62,7 +63,7 @@ class Simulation:
     model: Any  # a PeftModel; the live adapter always holds the global state between rounds
     trainable: dict[str, torch.nn.Parameter]
     local_trainer: LocalTrainer | None  # None only with a client_runner that trains elsewhere
-    shards: Sequence[Dataset]
+    shards: Sequence[Dataset | ClientRows]  # each client's rows (len and select)
     aggregator: Aggregator
     run_dir: Path
     evaluator: Evaluator | None = None

@@ -55,7 +55,7 @@ def load_client_rows(script_args: ScriptArguments, fed_args: FedArguments, node:
     dataset = load_sft_dataset(
         script_args.dataset_name, script_args.local_data_dir, script_args.dataset_sample, "train", script_args.seed
     )
-    return split_clients(dataset, script_args, fed_args)[node.partition_id]
+    return dataset.select(split_clients(dataset, script_args, fed_args)[node.partition_id])
 
 
 def build_worker(key: tuple[object, ...], settings: RunSettings, node: NodeSettings) -> Worker:

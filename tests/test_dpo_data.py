@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from federated_learning.partition import SOURCE_ROW
 from utils.dpo_data import (
     HH_RLHF,
     ULTRAFEEDBACK,
@@ -273,8 +274,9 @@ def test_tokenize_dpo_matches_template_and_honours_seq_length(tokenizer: Any) ->
     ])
     seq_length = 60
     out = tokenize_dpo(rows, tokenizer, "alpaca", seq_length)
-    assert out.column_names == ["prompt_ids", "chosen_ids", "rejected_ids"]
-    assert len(out) == 1
+    # The dropped pair leaves a record of which training rows were kept.
+    assert out.column_names == ["prompt_ids", "chosen_ids", "rejected_ids", SOURCE_ROW]
+    assert out[SOURCE_ROW] == [0]
     prompt, chosen, rejected = render_preference_row(rows[0], get_template("alpaca"), tokenizer)
     assert out[0]["prompt_ids"] == tokenizer(prompt)["input_ids"]
     room = seq_length - len(out[0]["prompt_ids"])
@@ -282,3 +284,4 @@ def test_tokenize_dpo_matches_template_and_honours_seq_length(tokenizer: Any) ->
     assert out[0]["rejected_ids"] == tokenizer(rejected, add_special_tokens=False)["input_ids"][:room]
     short = tokenize_dpo(rows.select([0]), tokenizer, "alpaca", len(out[0]["prompt_ids"]) + 2)
     assert len(short[0]["chosen_ids"]) == 2 and len(short[0]["rejected_ids"]) == 2
+    assert short.column_names == ["prompt_ids", "chosen_ids", "rejected_ids"]  # nothing dropped

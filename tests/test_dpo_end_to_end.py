@@ -22,6 +22,7 @@ from evaluation.logprobs import completion_logprobs
 from evaluation.preference_eval import PreferenceEvaluator, preference_metrics
 from federated_learning import available_aggregators
 from federated_learning.client import LocalTrainer
+from federated_learning.partition import client_rows
 from federated_learning.runner import load_peft_model, run_simulation, split_clients
 from federated_learning.state import get_state, trainable_parameters
 from federated_learning.trainers import REF_ADAPTER, build_dpo_trainer, reference_policy
@@ -117,14 +118,15 @@ def train_in_process(tmp_path: Path, model_dir: Path, *extra: str) -> tuple[Peft
         tmp_path, model_dir, data, "--num_clients", "2", "--sample_clients", "1", "--num_rounds", "3",
         "--max_steps", "1", "--learning_rate", "5e-2", *extra))
     model, tokenizer = load_peft_model(script_args, script_args.ref_adapter)
-    shards = split_clients(load_dpo_dataset(str(data), None, 0), script_args, fed_args)
-    tokenized = [tokenize_dpo(s, tokenizer, script_args.template, script_args.seq_length) for s in shards]
-    trainer = build_dpo_trainer(model, tokenizer, tokenized[0], script_args, tmp_path / "trainer", False)
+    pairs = load_dpo_dataset(str(data), None, 0)
+    tokenized = tokenize_dpo(pairs, tokenizer, script_args.template, script_args.seq_length)
+    shards = client_rows(tokenized, split_clients(pairs, script_args, fed_args), len(pairs))
+    trainer = build_dpo_trainer(model, tokenizer, shards[0].to_dataset(), script_args, tmp_path / "trainer", False)
     recorder = RecordReference(model, tokenizer, [{**FIXED_PAIR, "prompt": [FIXED_PAIR["prompt"]]}])
     trainer.add_callback(recorder)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    run_simulation(script_args, fed_args, model, LocalTrainer(trainer, show_progress=False), tokenized, run_dir, None)
+    run_simulation(script_args, fed_args, model, LocalTrainer(trainer, show_progress=False), shards, run_dir, None)
     return model, trainer, recorder, script_args
 
 

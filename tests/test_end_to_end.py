@@ -73,6 +73,13 @@ def test_resume_is_byte_identical(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert rounds == [3, 4]
 
 
+def test_eval_samples_zero_trains_without_evaluating(tmp_path: Path, tiny_model_dir: Path) -> None:
+    run_dir = run(tmp_path, tiny_model_dir, "--run_name", "no-eval", "--eval_samples", "0", "--eval_every", "1")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in records] == [1, 2]  # no round-0 evaluation either
+    assert not any(key.startswith("eval_") for r in records for key in r)
+
+
 def test_local_baseline_trains_one_client(tmp_path: Path, tiny_model_dir: Path) -> None:
     run_dir = run(tmp_path, tiny_model_dir, "--run_name", "local", "--fed_alg", "local1")
     loss = np.load(run_dir / "training_loss.npy")
@@ -90,6 +97,9 @@ def test_local_baseline_trains_one_client(tmp_path: Path, tiny_model_dir: Path) 
         (["--dataset_name", "missing.jsonl"], "missing.jsonl"),
         (["--template", "nope"], "--template"),
         (["--resume_from_checkpoint", "/no/such/checkpoint"], "--resume_from_checkpoint"),
+        (["--eval_samples", "-1"], "--eval_samples must be 0 or more"),
+        (["--eval_every", "-2"], "--eval_every must be 0 or more"),
+        (["--eval_batch_size", "0"], "--eval_batch_size must be at least 1"),
     ],
 )
 def test_bad_input_fails_before_model_loads(

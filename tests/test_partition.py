@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from federated_learning.partition import SPLIT_STRATEGIES, split_dataset
+from federated_learning.partition import SOURCE_ROW, SPLIT_STRATEGIES, client_rows, partition_indices, split_dataset
 from federated_learning.partition_report import describe_partition, label_histograms, mean_total_variation
 
 LABELS = ("bear", "bull", "calm")
@@ -69,18 +69,48 @@ def test_iid_is_openfedllms_shuffle_then_strided_shard() -> None:
     assert [len(s) for s in shards] == [26, 26, 26, 25]
 
 
-def mean_tv(shards: list[Dataset]) -> float:
-    return mean_total_variation(label_histograms(shards, "label")[1])
+def mean_tv(data: Dataset, *args: object, **kw: object) -> float:
+    """Label skew of ``partition_indices(data, *args, **kw)``."""
+    return mean_total_variation(label_histograms(data, partition_indices(data, *args, **kw), "label")[1])
+
+
+@pytest.mark.parametrize("strategy", SPLIT_STRATEGIES)
+def test_partition_indices_are_the_rows_of_split_dataset(strategy: str) -> None:
+    data = make_dataset()
+    kw = {"partition_column": "user"} if strategy == "natural" else {}
+    num_clients = len(USERS) if strategy == "natural" else 10
+    partition = partition_indices(data, num_clients, strategy, 5, **kw)
+    assert all(rows.dtype == np.int64 for rows in partition)
+    assert [rows.tolist() for rows in partition] == ids(split_dataset(data, num_clients, strategy, 5, **kw))
+
+
+def test_client_rows_select_from_one_shared_table() -> None:
+    data = make_dataset(10)
+    views = client_rows(data, [np.array([4, 1, 7]), np.array([0, 9])], len(data))
+    assert [len(v) for v in views] == [3, 2]
+    assert views[0].select([2, 0])["id"] == [7, 4]
+    assert views[1].to_dataset()["id"] == [0, 9]
+    assert views[0].dataset is views[1].dataset  # no per-client copy
+    with pytest.raises(ValueError, match="9 of 10 rows"):
+        client_rows(data.select(range(9)), [np.arange(10)], len(data))
+
+
+def test_client_rows_follow_the_rows_a_tokeniser_kept() -> None:
+    # The tokeniser kept training rows 0, 2, 3 and 5 of 6 (as tokenize_dpo reports with SOURCE_ROW).
+    kept = Dataset.from_dict({"x": ["r0", "r2", "r3", "r5"], SOURCE_ROW: [0, 2, 3, 5]})
+    views = client_rows(kept, [np.array([5, 1, 2]), np.array([4, 0, 3])], 6)
+    assert [v.to_dataset()["x"] for v in views] == [["r5", "r2"], ["r0", "r3"]]
+    assert views[0].dataset.column_names == ["x"]
 
 
 def test_dirichlet_label_skew_grows_as_alpha_falls() -> None:
     data = make_dataset(3000)
-    skew = {alpha: np.mean([mean_tv(split_dataset(data, 10, "dirichlet", s, alpha=alpha)) for s in range(3)])
+    skew = {alpha: np.mean([mean_tv(data, 10, "dirichlet", s, alpha=alpha) for s in range(3)])
             for alpha in (100.0, 1.0, 0.1)}
     assert skew[100.0] < 0.08  # nearly IID
     assert skew[100.0] < skew[1.0] < skew[0.1]
     assert skew[0.1] > 0.4  # most clients dominated by one class (max possible 2/3)
-    iid_skew = mean_tv(split_dataset(data, 10, "iid", 0))
+    iid_skew = mean_tv(data, 10, "iid", 0)
     assert iid_skew < 0.08
 
 
@@ -91,7 +121,7 @@ def test_shard_gives_each_client_few_classes() -> None:
     # 200 and 400) hold two classes, so most clients see one or two of the three classes.
     assert sum(len(s.unique("label")) == 3 for s in shards) <= 2
     assert np.mean([len(s.unique("label")) for s in shards]) < 2.5
-    assert mean_tv(shards) > 0.3
+    assert mean_tv(make_dataset(), 10, "shard", 2023, shards_per_client=2) > 0.3
 
 
 def test_shard_leaves_out_only_the_remainder() -> None:
@@ -108,8 +138,7 @@ def test_quantity_skews_sizes_not_labels() -> None:
     assert np.std(sizes[100.0]) / np.mean(sizes[100.0]) < 0.2
     assert np.std(sizes[0.3]) / np.mean(sizes[0.3]) > 0.5
     # Rows are taken at random, so large clients keep the pooled label mix.
-    shards = split_dataset(data, 10, "quantity", 3, alpha=100.0)
-    assert mean_tv(shards) < 0.1
+    assert mean_tv(data, 10, "quantity", 3, alpha=100.0) < 0.1
 
 
 @pytest.mark.parametrize(
@@ -142,8 +171,9 @@ def test_mean_total_variation_by_hand() -> None:
 
 
 def test_describe_partition_writes_json_and_png(tmp_path) -> None:
-    shards = split_dataset(make_dataset(), 4, "shard", 0, shards_per_client=1)
-    report = describe_partition(shards, "label", tmp_path)
+    data = make_dataset()
+    shards = split_dataset(data, 4, "shard", 0, shards_per_client=1)
+    report = describe_partition(data, partition_indices(data, 4, "shard", 0, shards_per_client=1), "label", tmp_path)
     saved = json.loads((tmp_path / "partition.json").read_text())
     assert saved == report
     assert saved["sizes"] == [150] * 4
@@ -157,7 +187,7 @@ def test_describe_partition_writes_json_and_png(tmp_path) -> None:
 
 
 def test_describe_partition_without_the_column_reports_sizes(tmp_path) -> None:
-    shards = split_dataset(make_dataset().remove_columns("label"), 3, "iid", 0)
-    report = describe_partition(shards, "label", tmp_path)
+    data = make_dataset().remove_columns("label")
+    report = describe_partition(data, partition_indices(data, 3, "iid", 0), "label", tmp_path)
     assert report["sizes"] == [200] * 3 and report["labels"] == [] and report["column"] is None
     assert (tmp_path / "partition.png").stat().st_size > 0
