@@ -83,8 +83,17 @@ def describe_partition(
     return report
 
 
+MAX_BARS = 100
+"""Above this many clients the stacked bars become stacked steps: one shape per label, not per client."""
+
+
 def plot_partition(labels: Sequence[str], counts: np.ndarray, column: str, path: Path) -> None:
-    """A stacked bar chart: one bar per client, one colour per label (one plain bar without labels)."""
+    """A stacked bar chart: one bar per client, one colour per label (one plain bar without labels).
+
+    With more than ``MAX_BARS`` clients each label is one filled step curve over the clients (the
+    same stacked counts), so drawing costs the same for 10,000 clients as for 100 (a bar per client
+    per label took ~100 MiB at 10,000 clients).
+    """
     # The object-oriented API renders with Agg without touching pyplot's global backend state.
     from matplotlib.figure import Figure
 
@@ -94,7 +103,12 @@ def plot_partition(labels: Sequence[str], counts: np.ndarray, column: str, path:
     clients = np.arange(num_clients)
     bottom = np.zeros(num_clients)
     for j in range(counts.shape[1]):
-        ax.bar(clients, counts[:, j], bottom=bottom, label=labels[j] if labels else None, width=0.8)
+        label = labels[j] if labels else None
+        if num_clients > MAX_BARS:
+            ax.stairs(bottom + counts[:, j], np.arange(num_clients + 1) - 0.5, baseline=bottom.copy(), fill=True,
+                      label=label)
+        else:
+            ax.bar(clients, counts[:, j], bottom=bottom, label=label, width=0.8)
         bottom += counts[:, j]
     ax.set_xlabel("client")
     ax.set_ylabel("training examples")

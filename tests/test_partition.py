@@ -186,6 +186,25 @@ def test_describe_partition_writes_json_and_png(tmp_path) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
+def test_describe_partition_of_many_clients_draws_steps_not_bars(tmp_path, monkeypatch) -> None:
+    import matplotlib.axes
+
+    calls = {"bar": 0, "stairs": 0}
+    for name in calls:
+        original = getattr(matplotlib.axes.Axes, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(matplotlib.axes.Axes, name, counted)
+    data = make_dataset()
+    report = describe_partition(data, partition_indices(data, 150, "iid", 0), "label", tmp_path)
+    assert calls == {"bar": 0, "stairs": 3}  # one filled step curve per label, whatever the number of clients
+    assert report["sizes"] == [4] * 150
+    assert (tmp_path / "partition.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_describe_partition_without_the_column_reports_sizes(tmp_path) -> None:
     data = make_dataset().remove_columns("label")
     report = describe_partition(data, partition_indices(data, 3, "iid", 0), "label", tmp_path)

@@ -76,6 +76,7 @@ class Budget:
     seq_length: int
     learning_rate: float
     fedopt_eta: float  # FedAdagrad/FedYogi/FedAdam server step, scaled to the client step (see the README)
+    server_lr: float  # FedAvgM and SCAFFOLD server step (the CLI default, 1)
     dirichlet_alpha: float
     dataset_sample: int
     eval_samples: int
@@ -87,14 +88,14 @@ class Budget:
 # Sized to finish within an hour on 2 CPU cores with the embedded SmolLM2-135M (see the README).
 FULL = Budget(
     num_clients=10, sample_clients=2, num_rounds=6, max_steps=5, batch_size=8, seq_length=256, learning_rate=2e-3,
-    fedopt_eta=1e-2, dirichlet_alpha=0.5, dataset_sample=3000, eval_samples=90, eval_every=3, eval_batch_size=45,
-    local_clients=(0, 1, 2),
+    fedopt_eta=1e-2, server_lr=1.0, dirichlet_alpha=0.5, dataset_sample=3000, eval_samples=90, eval_every=3,
+    eval_batch_size=45, local_clients=(0, 1, 2),
 )
 # Exercises every code path on the tiny random model in about a minute; the numbers mean nothing.
 SMOKE = Budget(
     num_clients=4, sample_clients=2, num_rounds=2, max_steps=1, batch_size=2, seq_length=256, learning_rate=5e-4,
-    fedopt_eta=1e-2, dirichlet_alpha=0.5, dataset_sample=200, eval_samples=6, eval_every=1, eval_batch_size=6,
-    local_clients=(0, 1),
+    fedopt_eta=1e-2, server_lr=1.0, dirichlet_alpha=0.5, dataset_sample=200, eval_samples=6, eval_every=1,
+    eval_batch_size=6, local_clients=(0, 1),
 )
 
 
@@ -149,7 +150,7 @@ def run_argv(task: Task, method: str, budget: Budget, model: str, runs_dir: Path
         "--sample_clients", str(budget.sample_clients), "--num_rounds", str(budget.num_rounds),
         "--max_steps", str(budget.max_steps), "--batch_size", str(budget.batch_size),
         "--seq_length", str(budget.seq_length), "--learning_rate", str(budget.learning_rate),
-        "--fedopt_eta", str(budget.fedopt_eta),
+        "--fedopt_eta", str(budget.fedopt_eta), "--server_lr", str(budget.server_lr),
         "--fed_alg", method, "--seed", str(seed), "--torch_threads", str(threads),
         "--eval_samples", str(budget.eval_samples), "--eval_every", str(budget.eval_every),
         "--eval_batch_size", str(budget.eval_batch_size), "--save_model_freq", str(budget.num_rounds),
@@ -284,9 +285,9 @@ def render_markdown(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequen
         f"over {budget.num_clients} clients (sentiment by label, arithmetic by category); FL samples "
         f"{budget.sample_clients} clients per round; every run: {budget.num_rounds} rounds x {budget.max_steps} "
         f"local steps x batch {budget.batch_size} per participating client, learning rate {budget.learning_rate} "
-        f"(cosine over rounds), FedOpt server step {budget.fedopt_eta}, seed {seed}. Scores in percent on "
-        f"{budget.eval_samples} rows of the held-out "
-        "test split (unseen templates, companies and operand pairs), greedy decoding.",
+        f"(cosine over rounds), FedOpt server step {budget.fedopt_eta}, FedAvgM/SCAFFOLD server step "
+        f"{budget.server_lr}, seed {seed}. Scores in percent on {budget.eval_samples} rows of the held-out test "
+        "split (unseen templates, companies and operand pairs), greedy decoding.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
