@@ -3,7 +3,7 @@
 # tasks (Dirichlet split), scored on their held-out test splits. Writes results.md, results.json and
 # accuracy_vs_round.png to the output folder (default output/reproduce_table).
 #
-#   bash training_scripts/reproduce_table.sh                  # the full table, ~40-55 min on 2 quiet cores
+#   bash training_scripts/reproduce_table.sh                  # the full table, ~32 min on 2 quiet cores
 #   bash training_scripts/reproduce_table.sh --smoke          # tiny random model: checks the pipeline
 #   bash training_scripts/reproduce_table.sh --help           # budget overrides, task/method subsets
 #
