@@ -89,24 +89,6 @@ def client_rows(prepared: Dataset, partition: Sequence[np.ndarray], num_rows: in
     return [ClientRows(prepared, rows) for rows in partition]
 
 
-def split_dataset(
-    dataset: Dataset,
-    num_clients: int,
-    strategy: str = "iid",
-    seed: int = 2023,
-    *,
-    partition_column: str = "label",
-    alpha: float = 0.5,
-    shards_per_client: int = 2,
-) -> list[Dataset]:
-    """Return one shard per client as a ``Dataset``: ``partition_indices``, then ``select``."""
-    partition = partition_indices(
-        dataset, num_clients, strategy, seed,
-        partition_column=partition_column, alpha=alpha, shards_per_client=shards_per_client,
-    )
-    return [dataset.select(rows) for rows in partition]
-
-
 def partition_indices(
     dataset: Dataset,
     num_clients: int,
