@@ -25,11 +25,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     script_args, fed_args = parse_args(argv)
 
     def evaluator(tokenizer: PreTrainedTokenizerBase, bf16: bool) -> RoundEvaluator:
-        return RoundEvaluator(
-            script_args.dataset_name, tokenizer, script_args.template, script_args.local_data_dir,
-            num_samples=script_args.eval_samples, batch_size=script_args.eval_batch_size,
-            seq_length=script_args.seq_length, seed=script_args.seed, bf16=bf16,
-        )
+        return RoundEvaluator.from_args(script_args, tokenizer, bf16)
 
     return run_federated(
         script_args, fed_args,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -99,6 +100,15 @@ class RoundEvaluator:
                                      allow_code_execution=allow_code_execution)
         self.benchmarks = [self._registry_benchmark(name) for name in benchmarks]
         logger.info("Round evaluation on %d held-out rows of %s (%s)", len(self.rows), dataset_name, self.task)
+
+    @classmethod
+    def from_args(cls, script_args: Any, tokenizer: PreTrainedTokenizerBase, bf16: bool) -> RoundEvaluator:
+        """The round evaluation an SFT run's ``ScriptArguments`` ask for (main_sft.py, the Flower ServerApp)."""
+        return cls(
+            script_args.dataset_name, tokenizer, script_args.template, script_args.local_data_dir,
+            num_samples=script_args.eval_samples, batch_size=script_args.eval_batch_size,
+            seq_length=script_args.seq_length, seed=script_args.seed, bf16=bf16,
+        )
 
     def _registry_benchmark(self, name: str) -> tuple[Benchmark, list[dict[str, object]]]:
         """A registry benchmark and its examples, loaded once (fast ones suit --eval_every)."""

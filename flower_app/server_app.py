@@ -14,7 +14,8 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from config import validate
-from federated_learning.runner import load_peft_model, make_run_dir, run_simulation, set_threads
+from evaluation.training_eval import RoundEvaluator
+from federated_learning.runner import load_peft_model, make_run_dir, run_simulation, set_threads, use_bf16
 from flower_app.grid_clients import GridClients, map_clients
 from flower_app.logs import setup_flower_logging
 from flower_app.run_config import parse_run_config
@@ -39,7 +40,11 @@ def main(grid: Grid, context: Context) -> None:
     run_dir = make_run_dir(script_args, fed_args)
     # The server's model holds the global adapter (its initial value, then each round's aggregate),
     # which checkpoints save exactly as the simulation's do.
-    model, _ = load_peft_model(script_args)
+    model, tokenizer = load_peft_model(script_args)
+    # Evaluated on the server, as the simulation does, on the held-out split the server can load
+    # (the bundled datasets ship theirs; with data only on the nodes there is none, and it is skipped).
+    bf16 = use_bf16(script_args)
+    evaluator = RoundEvaluator.from_args(script_args, tokenizer, bf16) if script_args.eval_samples > 0 else None
     clients = GridClients(grid, node_of, settings.round_timeout)
-    run_simulation(script_args, fed_args, model, None, (), run_dir, None, client_runner=clients)
+    run_simulation(script_args, fed_args, model, None, (), run_dir, evaluator, client_runner=clients)
     logger.info("Flower run %d done; outputs in %s", context.run_id, run_dir.resolve())

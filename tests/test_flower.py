@@ -233,27 +233,41 @@ class LoopbackGrid:
 def test_server_and_client_apps_equal_the_simulation(
     tmp_path: Path, tiny_model_dir: Path, server_identity: None, fed_alg: str
 ) -> None:
-    """SCAFFOLD's control variates and FedProx's mu travel in the messages; 3 clients, 2 sampled per round."""
+    """SCAFFOLD's control variates and FedProx's mu travel in the messages; 3 clients, 2 sampled per round.
+
+    The server evaluates the global adapter on the held-out split as the simulation does.
+    """
     from flower_app.server_app import main as server_main
 
-    data = write_jsonl(tmp_path / "train.jsonl")
     flags = [
-        "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data), "--fed_alg", fed_alg,
-        "--prox_mu", "0.5", "--num_clients", "3", "--sample_clients", "2", "--num_rounds", "2", "--max_steps", "2",
-        "--batch_size", "2", "--seq_length", "64", "--torch_threads", "1", "--run_name", "run",
+        "--model_name_or_path", str(tiny_model_dir), "--dataset_name", "bundled/fin_sentiment", "--dataset_sample",
+        "30", "--fed_alg", fed_alg, "--prox_mu", "0.5", "--num_clients", "3", "--sample_clients", "2",
+        "--num_rounds", "2", "--max_steps", "2", "--batch_size", "2", "--seq_length", "192", "--torch_threads", "1",
+        "--run_name", "run", "--eval_samples", "3",
     ]
     run_config = {"args": shlex.join([*flags, "--output_dir", str(tmp_path / "flower")]), "config": "",
                   "node-timeout": 5, "round-timeout": 0}
     nodes = {100 + i: {"partition-id": i, "num-partitions": 3} for i in (2, 0, 1)}
     server_main(LoopbackGrid(nodes, run_config), Context(0, 0, {}, RecordDict(), run_config))  # type: ignore[arg-type]
 
-    simulated = main_sft.main([*flags, "--output_dir", str(tmp_path / "simulation"), "--eval_samples", "2"])
+    simulated = main_sft.main([*flags, "--output_dir", str(tmp_path / "simulation")])
     flower = tmp_path / "flower" / "run"
     for name in ("adapter_model.safetensors", "federated_state.safetensors"):
         got, want = load_file(flower / "checkpoint-2" / name), load_file(simulated / "checkpoint-2" / name)
         assert got.keys() == want.keys() and got
         for key in want:
             torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-7)
+
+    def evaluations(run_dir: Path) -> list[dict[str, float]]:
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k.startswith("eval_") and k != "eval_seconds"} for r in records]
+
+    got, want = evaluations(flower), evaluations(simulated)
+    assert [sorted(e) for e in got] == [sorted(e) for e in want]
+    assert "eval_accuracy" in got[0] and "eval_accuracy" in got[-1]  # before round 1 and after the last
+    assert all(np.isfinite(e["eval_loss"]) for e in got if e)
+    for g, w in zip(got, want, strict=True):
+        assert g == pytest.approx(w, rel=1e-4)
     if fed_alg == "scaffold":  # the control variates were really exchanged
         assert any("c_i" in key for key in load_file(flower / "checkpoint-2" / "federated_state.safetensors"))
 
@@ -342,7 +356,9 @@ def test_flower_deployment_equals_simulation(tmp_path: Path, tiny_model_dir: Pat
     np.testing.assert_allclose(np.load(flower / "training_loss.npy"), np.load(simulated / "training_loss.npy"),
                                rtol=1e-5)
     records = [json.loads(line) for line in (flower / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["round"], r["clients"]) for r in records] == [(1, [0, 1]), (2, [0, 1])]
+    # Round 0 is the server's evaluation before training (this data has no held-out split: no scores).
+    assert [r["round"] for r in records] == [0, 1, 2]
+    assert [r["clients"] for r in records[1:]] == [[0, 1], [0, 1]]
     assert json.loads((flower / "config.json").read_text())["num_clients"] == 2
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), flower / "checkpoint-2")
     assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) > 0
