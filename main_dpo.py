@@ -62,8 +62,8 @@ def parse_dpo_args(argv: Sequence[str] | None = None) -> tuple[ScriptArguments, 
     return script_args, fed_args, dpo_args
 
 
-def validate_dpo_args(script_args: ScriptArguments, dpo_args: DPOArguments) -> None:
-    """Check the DPO flags that need no model; raise ValueError naming the flag and the fix."""
+def validate_dpo_flags(script_args: ScriptArguments) -> None:
+    """Check ``--dpo_beta`` and ``--ref_adapter`` (what the server needs); raise ValueError naming the flag."""
     if script_args.dpo_beta <= 0:
         raise ValueError(f"--dpo_beta must be positive, got {script_args.dpo_beta}")
     ref = script_args.ref_adapter
@@ -73,19 +73,27 @@ def validate_dpo_args(script_args: ScriptArguments, dpo_args: DPOArguments) -> N
                              "e.g. a checkpoint-<round> folder of an SFT run")
         logger.info("--ref_adapter %s: reference and starting point; its adapter_config.json sets the LoRA shape "
                     "(--peft_lora_r/alpha/target_modules are not used)", ref)
+
+
+def validate_dpo_args(script_args: ScriptArguments, dpo_args: DPOArguments) -> None:
+    """Check the DPO flags that need no model, data included; raise ValueError naming the flag and the fix."""
+    validate_dpo_flags(script_args)
     validate_dpo_data_args(script_args.dataset_name, script_args.local_data_dir, dpo_args.dataset_split)
+
+
+def preference_evaluator(
+    script_args: ScriptArguments, dpo_args: DPOArguments, tokenizer: PreTrainedTokenizerBase, bf16: bool
+) -> PreferenceEvaluator:
+    """The round evaluation of a DPO run: preference metrics on held-out pairs (main_dpo, the Flower ServerApp)."""
+    pairs = load_heldout_pairs(script_args.dataset_name, script_args.local_data_dir, script_args.eval_samples,
+                               dpo_args.dataset_split, script_args.seed)
+    return PreferenceEvaluator(pairs, tokenizer, script_args.template, script_args.dpo_beta,
+                               script_args.seq_length, script_args.eval_batch_size, bf16=bf16)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
     """Run federated DPO as the flags say; return the run folder."""
     script_args, fed_args, dpo_args = parse_dpo_args(argv)
-
-    def evaluator(tokenizer: PreTrainedTokenizerBase, bf16: bool) -> PreferenceEvaluator:
-
-        pairs = load_heldout_pairs(script_args.dataset_name, script_args.local_data_dir, script_args.eval_samples,
-                                   dpo_args.dataset_split, script_args.seed)
-        return PreferenceEvaluator(pairs, tokenizer, script_args.template, script_args.dpo_beta,
-                                   script_args.seq_length, script_args.eval_batch_size, bf16=bf16)
 
     return run_federated(
         script_args, fed_args, dpo_args,
@@ -94,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
                                       script_args.dataset_sample, dpo_args.dataset_split, script_args.seed),
         prepare=lambda shard, tokenizer: tokenize_dpo(shard, tokenizer, script_args.template, script_args.seq_length),
         build_trainer=build_dpo_trainer,
-        build_evaluator=evaluator,
+        build_evaluator=lambda tokenizer, bf16: preference_evaluator(script_args, dpo_args, tokenizer, bf16),
         adapter_dir=script_args.ref_adapter,
     )
 

@@ -3,9 +3,10 @@
 A run config holds flat scalars declared in ``[tool.flwr.app.config]`` of pyproject.toml, and
 ``flwr run --run-config`` may only override keys declared there. Rather than mirror every flag
 as a key (a second list of names and defaults to keep in sync with config.py), the run config
-carries the command line itself: ``args`` holds flags exactly as ``main_sft.py`` takes them and
-``config`` a YAML file of flags, as ``main_sft.py --config``. Both go through
-``config.parse_args``, so every flag, default and check is the simulation's.
+carries the command line itself: ``args`` holds flags exactly as ``main_sft.py`` (``mode = "sft"``)
+or ``main_dpo.py`` (``mode = "dpo"``) takes them and ``config`` a YAML file of flags, as their
+``--config``. Both go through that script's parser, so every flag, default and check is the
+simulation's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ ARGS = "args"
 CONFIG = "config"
 NODE_TIMEOUT = "node-timeout"
 ROUND_TIMEOUT = "round-timeout"
+MODE = "mode"
+MODES = ("sft", "dpo")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class RunSettings:
 
     script_args: ScriptArguments
     fed_args: FedArguments
+    mode: str  # "sft" (main_sft.py) or "dpo" (main_dpo.py)
+    dpo_args: Any  # main_dpo.DPOArguments with mode "dpo", else None
     node_timeout: float  # seconds the server waits for all --num_clients SuperNodes to connect
     round_timeout: float | None  # seconds to wait for a round's replies (None: as long as it takes)
 
@@ -51,6 +56,9 @@ def parse_run_config(run_config: Mapping[str, Any], app_dir: Path = APP_DIR) -> 
     in the app bundle). Paths inside the flags (model, data, output) are paths on the machine
     that reads them: the server's for ``--output_dir``, each SuperNode's for model and data.
     """
+    mode = str(run_config.get(MODE, "sft") or "sft")
+    if mode not in MODES:
+        raise ValueError(f"run config {MODE}={mode!r} is unknown; use sft (main_sft.py) or dpo (main_dpo.py)")
     argv: list[str] = []
     config_file = str(run_config.get(CONFIG, "") or "")
     if config_file:
@@ -63,11 +71,20 @@ def parse_run_config(run_config: Mapping[str, Any], app_dir: Path = APP_DIR) -> 
         argv += shlex.split(str(run_config.get(ARGS, "") or ""))
     except ValueError as err:
         raise ValueError(f"run config {ARGS}=... is not a valid command line ({err}); check its quotes") from err
+    dpo_args = None
     try:
-        script_args, fed_args = parse_args(argv)
+        if mode == "dpo":
+            from main_dpo import parse_dpo_args
+
+            script_args, fed_args, dpo_args = parse_dpo_args(argv)
+        else:
+            script_args, fed_args = parse_args(argv)
     except SystemExit as err:  # argparse reports bad values by exiting, after printing the reason
         raise ValueError(f"run config {ARGS}={run_config.get(ARGS)!r} has an invalid flag value (see above)") from err
     except ValueError as err:
-        raise ValueError(f"run config {ARGS}: {err}; the flags are main_sft.py's (python main_sft.py --help)") from err
+        script = f"main_{mode}.py"
+        raise ValueError(f"run config {ARGS}: {err}; the flags are {script}'s (python {script} --help)") from err
     round_timeout = _seconds(run_config, ROUND_TIMEOUT, 0.0)
-    return RunSettings(script_args, fed_args, _seconds(run_config, NODE_TIMEOUT, 300.0), round_timeout or None)
+    return RunSettings(
+        script_args, fed_args, mode, dpo_args, _seconds(run_config, NODE_TIMEOUT, 300.0), round_timeout or None
+    )

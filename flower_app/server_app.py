@@ -32,19 +32,31 @@ def main(grid: Grid, context: Context) -> None:
     setup_flower_logging()
     settings = parse_run_config(context.run_config)
     script_args, fed_args = settings.script_args, settings.fed_args
+    dpo = settings.mode == "dpo"
     # Every check that needs no model happens before waiting for nodes or loading the model.
     validate(script_args, fed_args)
+    if dpo:
+        from main_dpo import validate_dpo_flags
+
+        validate_dpo_flags(script_args)
     validate_model_source(script_args.model_name_or_path)
     set_threads(script_args.torch_threads)
     node_of = map_clients(grid, fed_args.num_clients, settings.node_timeout)
-    run_dir = make_run_dir(script_args, fed_args)
+    run_dir = make_run_dir(script_args, fed_args, *([settings.dpo_args] if dpo else []))
     # The server's model holds the global adapter (its initial value, then each round's aggregate),
-    # which checkpoints save exactly as the simulation's do.
-    model, tokenizer = load_peft_model(script_args)
+    # which checkpoints save exactly as the simulation's do. DPO starts from --ref_adapter, if given.
+    model, tokenizer = load_peft_model(script_args, script_args.ref_adapter if dpo else None)
     # Evaluated on the server, as the simulation does, on the held-out split the server can load
     # (the bundled datasets ship theirs; with data only on the nodes there is none, and it is skipped).
     bf16 = use_bf16(script_args)
-    evaluator = RoundEvaluator.from_args(script_args, tokenizer, bf16) if script_args.eval_samples > 0 else None
+    evaluator = None
+    if script_args.eval_samples > 0:
+        if dpo:
+            from main_dpo import preference_evaluator
+
+            evaluator = preference_evaluator(script_args, settings.dpo_args, tokenizer, bf16)
+        else:
+            evaluator = RoundEvaluator.from_args(script_args, tokenizer, bf16)
     clients = GridClients(grid, node_of, settings.round_timeout)
     run_simulation(script_args, fed_args, model, None, (), run_dir, evaluator, client_runner=clients)
     logger.info("Flower run %d done; outputs in %s", context.run_id, run_dir.resolve())

@@ -272,6 +272,44 @@ def test_server_and_client_apps_equal_the_simulation(
         assert any("c_i" in key for key in load_file(flower / "checkpoint-2" / "federated_state.safetensors"))
 
 
+def test_dpo_server_and_client_apps_equal_the_simulation(
+    tmp_path: Path, tiny_model_dir: Path, server_identity: None
+) -> None:
+    """mode = "dpo": main_dpo.py's run on Flower; the same adapter and held-out preference scores."""
+    import main_dpo
+    from flower_app.server_app import main as server_main
+
+    flags = [
+        "--model_name_or_path", str(tiny_model_dir), "--dataset_sample", "40", "--fed_alg", "scaffold",
+        "--num_clients", "3", "--sample_clients", "2", "--num_rounds", "2", "--max_steps", "1", "--batch_size", "2",
+        "--seq_length", "72", "--torch_threads", "1", "--run_name", "run", "--eval_samples", "8",
+    ]  # bundled/preferences (main_dpo's default); seq_length 72 drops some pairs, as the simulation does
+    run_config = {"mode": "dpo", "args": shlex.join([*flags, "--output_dir", str(tmp_path / "flower")]),
+                  "config": "", "node-timeout": 5, "round-timeout": 0}
+    nodes = {100 + i: {"partition-id": i, "num-partitions": 3} for i in (1, 2, 0)}
+    server_main(LoopbackGrid(nodes, run_config), Context(0, 0, {}, RecordDict(), run_config))  # type: ignore[arg-type]
+
+    simulated = main_dpo.main([*flags, "--output_dir", str(tmp_path / "simulation")])
+    flower = tmp_path / "flower" / "run"
+    got, want = (load_file(d / "checkpoint-2" / "adapter_model.safetensors") for d in (flower, simulated))
+    assert got.keys() == want.keys() and any(t.abs().sum() > 0 for k, t in want.items() if "lora_B" in k)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-7)
+    records = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+               for d in (flower, simulated)]
+    scores = [[{k: v for k, v in r.items() if k.startswith("eval_") and k != "eval_seconds"} for r in run]
+              for run in records]
+    assert scores[0][0] and scores[0][-1]  # evaluated before round 1 and after the last
+    for got_round, want_round in zip(*scores, strict=True):
+        assert got_round == pytest.approx(want_round, rel=1e-4)
+    assert json.loads((flower / "config.json").read_text())["dataset_name"] == "bundled/preferences"
+
+
+def test_run_config_mode_must_be_known(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mode='ppo' is unknown"):
+        parse_run_config({"mode": "ppo", "args": ""}, app_dir=tmp_path)
+
+
 def test_supernodes_with_their_own_data(tmp_path: Path, tiny_model_dir: Path, server_identity: None) -> None:
     """data-path: each node trains on its own file; no dataset is split, the server never sees one."""
     from flower_app.server_app import main as server_main
@@ -362,6 +400,33 @@ def test_flower_deployment_equals_simulation(tmp_path: Path, tiny_model_dir: Pat
     assert json.loads((flower / "config.json").read_text())["num_clients"] == 2
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), flower / "checkpoint-2")
     assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) > 0
+
+
+@pytest.mark.slow
+def test_flower_dpo_deployment_equals_simulation(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """run_flower_local.sh --dpo: main_dpo.py's flags and defaults (bundled/preferences) on SuperNodes."""
+    import main_dpo
+
+    flags = [
+        "--model_name_or_path", str(tiny_model_dir), "--num_clients", "2", "--sample_clients", "2",
+        "--num_rounds", "2", "--max_steps", "1", "--batch_size", "2", "--seq_length", "96", "--torch_threads", "1",
+        "--eval_samples", "4", "--run_name", "run",
+    ]
+    result = run_script(tmp_path, "--dpo", "--log-dir", str(tmp_path / "logs"), "--",
+                        *flags, "--output_dir", str(tmp_path / "flower"))
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert "status: finished:completed" in result.stdout
+    assert_nothing_left(result.stdout)
+
+    simulated = main_dpo.main([*flags, "--output_dir", str(tmp_path / "simulation")])
+    flower = tmp_path / "flower" / "run"
+    got = load_file(flower / "checkpoint-2" / "adapter_model.safetensors")
+    want = load_file(simulated / "checkpoint-2" / "adapter_model.safetensors")
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-7)
+    first = json.loads((flower / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["round"] == 0 and first["eval_pairs"] > 0  # the server scored held-out pairs
 
 
 @pytest.mark.slow

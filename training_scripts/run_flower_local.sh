@@ -4,7 +4,9 @@
 # repository root (flower_app/), then every process this script started is stopped.
 #
 #   bash training_scripts/run_flower_local.sh [options] -- <main_sft.py flags>
+#   bash training_scripts/run_flower_local.sh --dpo [options] -- <main_dpo.py flags>
 #
+#   --dpo                federated DPO (main_dpo.py's flags and defaults) instead of SFT
 #   --nodes N            SuperNodes to start (default: --num_clients from the flags)
 #   --simulation         no SuperNodes: the SuperLink runs N virtual nodes with Ray
 #   --client-cpus C      simulation: CPUs per virtual node (default 1)
@@ -17,6 +19,7 @@
 #
 # Example (2 clients, 2 rounds, outputs in output/<run name>/ as with main_sft.py):
 #   bash training_scripts/run_flower_local.sh -- --num_clients 2 --sample_clients 2 --num_rounds 2
+#   bash training_scripts/run_flower_local.sh --dpo -- --num_clients 2 --sample_clients 2 --num_rounds 2
 #
 # Insecure (no TLS, no node authentication), so it listens on loopback only. For several
 # machines see README.md, "Running across machines". Exits non-zero if the run failed.
@@ -32,11 +35,12 @@ export PATH="$(dirname "$PY"):$PATH"
 export FLWR_TELEMETRY_ENABLED="${FLWR_TELEMETRY_ENABLED:-0}"
 export FLWR_DISABLE_UPDATE_CHECK="${FLWR_DISABLE_UPDATE_CHECK:-1}"
 
-NODES="" SIMULATION=0 NODE_TIMEOUT=300 ROUND_TIMEOUT=0 LOG_DIR="" CLIENT_CPUS=1 CLIENT_GPUS=0
+MODE=sft NODES="" SIMULATION=0 NODE_TIMEOUT=300 ROUND_TIMEOUT=0 LOG_DIR="" CLIENT_CPUS=1 CLIENT_GPUS=0
 NODE_DATA=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --nodes) NODES="$2"; shift 2 ;;
+        --dpo) MODE=dpo; shift ;;
         --simulation) SIMULATION=1; shift ;;
         --client-cpus) CLIENT_CPUS="$2"; shift 2 ;;
         --client-gpus) CLIENT_GPUS="$2"; shift 2 ;;
@@ -45,7 +49,7 @@ while [ $# -gt 0 ]; do
         --round-timeout) ROUND_TIMEOUT="$2"; shift 2 ;;
         --log-dir) LOG_DIR="$2"; shift 2 ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run_flower_local.sh: unknown option $1 (flags for the run go after --; see --help)" >&2; exit 2 ;;
     esac
 done
@@ -60,10 +64,13 @@ if [ -z "$NODES" ]; then  # one SuperNode per client: --num_clients, from the fl
     done
 fi
 if [ -z "$NODES" ]; then
-    # ... else as main_sft.py would read it (a --config YAML, or the default).
-    NODES="$(PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c 'import sys; from config import parse_args
-print(parse_args(sys.argv[1:])[1].num_clients)' "${FLAGS[@]}" 2>/dev/null | tail -n 1)" \
-        || { echo "run_flower_local.sh: the flags after -- do not parse (try: python main_sft.py ${FLAGS[*]} --help)" >&2; exit 2; }
+    # ... else as main_<mode>.py would read it (a --config YAML, or the default).
+    NODES="$(PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c 'import sys
+from config import parse_args
+if sys.argv[1] == "dpo":
+    from main_dpo import parse_dpo_args as parse_args
+print(parse_args(sys.argv[2:])[1].num_clients)' "$MODE" "${FLAGS[@]}" 2>/dev/null | tail -n 1)" \
+        || { echo "run_flower_local.sh: the flags after -- do not parse (try: python main_$MODE.py ${FLAGS[*]} --help)" >&2; exit 2; }
 fi
 case "$NODES" in ''|*[!0-9]*|0) echo "run_flower_local.sh: --nodes must be a positive integer, got '$NODES'" >&2; exit 2 ;; esac
 if [ ${#NODE_DATA[@]} -gt 0 ] && [ ${#NODE_DATA[@]} -ne "$NODES" ]; then
@@ -168,12 +175,13 @@ address = "$LINK"
 insecure = true
 EOF
 
-# The run flags travel as one shell-quoted string (run config "args"), read by config.parse_args.
+# The run flags travel as one shell-quoted string (run config "args"), read by main_<mode>.py's parser.
 "$PY" -c '
 import json, shlex, sys
-print("args = " + json.dumps(shlex.join(sys.argv[3:])))
+print("mode = " + json.dumps(sys.argv[3]))
+print("args = " + json.dumps(shlex.join(sys.argv[4:])))
 print("node-timeout = " + sys.argv[1])
-print("round-timeout = " + sys.argv[2])' "$NODE_TIMEOUT" "$ROUND_TIMEOUT" "${FLAGS[@]}" > "$WORK/run_config.toml"
+print("round-timeout = " + sys.argv[2])' "$NODE_TIMEOUT" "$ROUND_TIMEOUT" "$MODE" "${FLAGS[@]}" > "$WORK/run_config.toml"
 
 if [ "$SIMULATION" = 1 ]; then nodes_text="$NODES virtual nodes (Ray)"; else nodes_text="$NODES SuperNodes on ports ${PORTS[*]:1}"; fi
 echo "run_flower_local.sh: SuperLink $LINK, $nodes_text; logs in $LOG_DIR"
