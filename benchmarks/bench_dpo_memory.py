@@ -1,7 +1,7 @@
 """Peak memory of one DPO client-round against one SFT client-round at the same batch size and length.
 
 Each mode runs in a fresh child process, through the project's own path (``load_peft_model`` ->
-``build_sft_trainer`` / ``build_dpo_trainer`` -> ``LocalTrainer.train``, as a round trains a
+the task's ``build_trainer`` -> ``LocalTrainer.train``, as a round trains a
 client). Rows are synthetic token ids of exactly ``--seq_length`` tokens: an SFT row is a prompt
 plus a completion, a DPO pair the same prompt plus a chosen and a rejected completion of the same
 length, so a DPO step sees twice the sequences of an SFT step (the chosen and rejected halves of
@@ -99,22 +99,23 @@ def synthetic_rows(mode: str, args: argparse.Namespace, vocab: int) -> Any:
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """Load the model, build the mode's trainer, train one client-round; return the memory figures."""
-    from config import ScriptArguments
+    from federated_learning.build import load_peft_model, use_bf16
+    from federated_learning.cli import parse_run
     from federated_learning.client import LocalTrainer
-    from federated_learning.runner import load_peft_model, use_bf16
-    from federated_learning.trainers import build_dpo_trainer, build_sft_trainer
+    from federated_learning.tasks import get_task
 
     set_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        script_args = ScriptArguments(
-            model_name_or_path=args.model_name_or_path, batch_size=args.batch_size, seq_length=args.seq_length,
-            max_steps=args.max_steps, output_dir=tmp, torch_threads=args.threads,
-        )
+        cfg = parse_run(args.mode, [
+            "--model_name_or_path", args.model_name_or_path, "--batch_size", str(args.batch_size),
+            "--seq_length", str(args.seq_length), "--max_steps", str(args.max_steps), "--output_dir", tmp,
+            "--torch_threads", str(args.threads), "--learning_rate", "5e-4",
+        ])
+        script_args = cfg.script
         model, tokenizer = load_peft_model(script_args)
         bf16 = use_bf16(script_args)
         rows = synthetic_rows(args.mode, args, len(tokenizer))
-        build = build_sft_trainer if args.mode == "sft" else build_dpo_trainer
-        trainer = build(model, tokenizer, rows, script_args, Path(tmp) / "trainer", bf16)
+        trainer = get_task(args.mode).build_trainer(model, tokenizer, rows, cfg, Path(tmp) / "trainer", bf16)
         local = LocalTrainer(trainer, show_progress=False)
         before = current_rss_mib()
         sampler = RssSampler()

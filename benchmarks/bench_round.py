@@ -100,27 +100,27 @@ def timed_wrapper(fn: Callable[..., Any], timings: Timings, piece: str) -> Calla
 
 def instrument(timings: Timings) -> None:
     """Wrap the round loop's pieces (module attributes; the code itself is unchanged)."""
+    import federated_learning.build as build
     import federated_learning.client as client
-    import federated_learning.runner as runner
-    import federated_learning.simulation as simulation
+    import federated_learning.round_loop as round_loop
 
-    original_one_round = simulation.Simulation._one_round
+    original_one_round = round_loop.RoundLoop._one_round
 
     def one_round(self: Any, server_round: int, global_params: Any) -> Any:
         timings.current_round = server_round + 1
         return original_one_round(self, server_round, global_params)
 
-    simulation.Simulation._one_round = one_round
-    simulation.train_client = timed_wrapper(simulation.train_client, timings, "train_client")
+    round_loop.RoundLoop._one_round = one_round
+    round_loop.train_client = timed_wrapper(round_loop.train_client, timings, "train_client")
     client.LocalTrainer.train = timed_wrapper(client.LocalTrainer.train, timings, "LocalTrainer.train")
-    original_get_aggregator = runner.get_aggregator
+    original_build_aggregator = build.build_aggregator
 
-    def get_aggregator(*args: Any, **kwargs: Any) -> Any:
-        aggregator = original_get_aggregator(*args, **kwargs)
+    def build_aggregator(*args: Any, **kwargs: Any) -> Any:
+        aggregator = original_build_aggregator(*args, **kwargs)
         aggregator.aggregate = timed_wrapper(aggregator.aggregate, timings, "aggregation")
         return aggregator
 
-    runner.get_aggregator = get_aggregator
+    build.build_aggregator = build_aggregator
     original_init = client.LocalTrainer.__init__
 
     def init(self: Any, trainer: Any, *args: Any, **kwargs: Any) -> None:
@@ -131,31 +131,15 @@ def instrument(timings: Timings) -> None:
 
 
 def run(args: argparse.Namespace, output_dir: str) -> tuple[Path, Timings]:
-    """The default SFT run (as main_sft.main builds it), instrumented."""
-    import main_sft
-    from config import parse_args as parse_run_args
-    from federated_learning.runner import run_federated
+    """The default SFT run (as main_sft.py builds it), instrumented; without --eval, with --eval_samples 0."""
+    from federated_learning.cli import parse_run
+    from federated_learning.run import run as run_task
 
     timings = Timings()
     instrument(timings)
     argv = ["--num_rounds", str(args.num_rounds), "--torch_threads", str(args.threads), "--output_dir", output_dir,
-            *args.rest]
-    if args.eval:
-        return main_sft.main(argv), timings
-    script_args, fed_args = parse_run_args(argv)
-    from utils.sft_data import load_sft_dataset, validate_sft_data_args
-    from utils.sft_tokenize import tokenize_sft
-
-    run_dir = run_federated(
-        script_args, fed_args,
-        check=lambda: validate_sft_data_args(script_args.dataset_name, script_args.local_data_dir),
-        load=lambda: load_sft_dataset(script_args.dataset_name, script_args.local_data_dir,
-                                      script_args.dataset_sample, "train", script_args.seed),
-        prepare=lambda shard, tokenizer: tokenize_sft(shard, tokenizer, script_args.template, script_args.seq_length),
-        build_trainer=main_sft.build_sft_trainer,
-        build_evaluator=lambda tokenizer, bf16: None,
-    )
-    return run_dir, timings
+            *([] if args.eval else ["--eval_samples", "0"]), *args.rest]
+    return run_task(parse_run("sft", argv)), timings
 
 
 def breakdown(record: dict[str, Any], spent: dict[str, float]) -> dict[str, float]:

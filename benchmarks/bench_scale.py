@@ -1,7 +1,7 @@
 """Peak memory and per-round overhead as the number of clients grows (10, 100, 1,000).
 
-Each (algorithm, number of clients) runs ``main_sft``'s ``run_federated`` in a fresh child process
-on the tiny random model (utils/tiny_model.py) and a generated local dataset of a fixed size (so
+Each (algorithm, number of clients) runs ``main_sft.py``'s run (``federated_learning.run``) in a
+fresh child process on the tiny random model (utils/tiny_model.py) and a generated local dataset of a fixed size (so
 the rows in memory are the same for every number of clients: only how they are split changes),
 2 clients sampled per round, a few local steps. The child reports its peak RSS, its RSS after
 setup (data split and tokenised, model and trainer built) and at the end, the per-round overhead
@@ -62,51 +62,32 @@ def write_dataset(path: Path, num_rows: int) -> None:
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One federated run; returns memory, timing and per-client-state figures."""
-    import federated_learning.runner as runner
-    from config import parse_args as parse_run_args
+    from federated_learning.cli import parse_run
+    from federated_learning.run import execute, prepare
     from federated_learning.state import num_bytes
-    from federated_learning.trainers import build_sft_trainer
-    from utils.sft_data import load_sft_dataset
-    from utils.sft_tokenize import tokenize_sft
 
     fed_alg, clients, data, model = args.child
     set_threads(args.threads)
-    captured: dict[str, Any] = {}
-    original = runner.run_simulation
-
-    def run_simulation(*a: Any, **kw: Any) -> Any:
-        captured["rss_setup"] = rss_mib()
-        captured["setup_seconds"] = time.perf_counter() - start
-        simulation = original(*a, **kw)
-        captured["simulation"] = simulation
-        return simulation
-
-    runner.run_simulation = run_simulation
     with tempfile.TemporaryDirectory() as tmp:
-        script_args, fed_args = parse_run_args([
+        cfg = parse_run("sft", [
             "--model_name_or_path", model, "--dataset_name", data, "--dataset_sample", str(args.num_rows),
             "--fed_alg", fed_alg, "--num_clients", clients, "--sample_clients", "2",
             "--num_rounds", str(args.num_rounds), "--max_steps", str(args.max_steps),
             "--batch_size", str(args.batch_size), "--seq_length", "64", "--torch_threads", str(args.threads),
-            "--output_dir", tmp, "--run_name", "run",
+            "--output_dir", tmp, "--run_name", "run", "--eval_samples", "0",
         ])
         start = time.perf_counter()
-        run_dir = runner.run_federated(
-            script_args, fed_args,
-            check=lambda: None,
-            load=lambda: load_sft_dataset(data, None, args.num_rows, "train", script_args.seed),
-            prepare=lambda shard, tokenizer: tokenize_sft(shard, tokenizer, "alpaca", 64),
-            build_trainer=build_sft_trainer,
-            build_evaluator=lambda tokenizer, bf16: None,
-        )
+        prepared = prepare(cfg)
+        rss_setup, setup_seconds = rss_mib(), time.perf_counter() - start
+        run_dir = execute(prepared)
         records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    simulation = captured["simulation"]
-    variates = getattr(simulation.aggregator, "c_i", {})
+    loop = prepared.loop
+    variates = getattr(loop.aggregator, "c_i", {})
     overhead = [r["round_seconds"] - sum(m["seconds"] for m in r["client_metrics"].values()) for r in records]
     trained = [sum(m["seconds"] for m in r["client_metrics"].values()) for r in records]
     return {
-        "fed_alg": fed_alg, "clients": int(clients), "peak_rss": peak_rss_mb(), "rss_setup": captured["rss_setup"],
-        "rss_end": rss_mib(), "setup_seconds": captured["setup_seconds"],
+        "fed_alg": fed_alg, "clients": int(clients), "peak_rss": peak_rss_mb(), "rss_setup": rss_setup,
+        "rss_end": rss_mib(), "setup_seconds": setup_seconds,
         "overhead_ms": 1000 * statistics.median(overhead), "train_ms": 1000 * statistics.median(trained),
         "sampled": len({int(c) for r in records for c in r["clients"]}),
         "state_mib": sum(num_bytes(v) for v in variates.values()) / 2**20, "num_variates": len(variates),

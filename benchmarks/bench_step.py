@@ -59,10 +59,11 @@ from benchmarks.common import (  # noqa: E402
     set_threads,
     sync,
 )
-from config import ScriptArguments  # noqa: E402
+from config import FedArguments, RunConfig, ScriptArguments  # noqa: E402
 from federated_learning import trainers  # noqa: E402
+from federated_learning.build import load_peft_model, use_bf16  # noqa: E402
 from federated_learning.client import LocalTrainer  # noqa: E402
-from federated_learning.runner import load_peft_model, use_bf16  # noqa: E402
+from federated_learning.tasks import get_task  # noqa: E402
 
 logger = logging.getLogger("bench_step")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -184,10 +185,11 @@ class ProjectLoop:
                  before: bool = False) -> None:
         self.before = before
         self.model, tokenizer = load_peft_model(script_args)
-        build = trainers.build_sft_trainer if args.mode == "sft" else trainers.build_dpo_trainer
+        task = get_task(args.mode)
+        cfg = RunConfig(args.mode, script_args, FedArguments(), task.config_class() if task.config_class else None)
         bf16 = use_bf16(script_args)
         with without_speedups() if before else contextlib.nullcontext():
-            trainer = build(self.model, tokenizer, rows, script_args, Path(tmp) / "trainer", bf16)
+            trainer = task.build_trainer(self.model, tokenizer, rows, cfg, Path(tmp) / "trainer", bf16)
         self.collator = trainer.data_collator
         self.local = LocalTrainer(trainer, show_progress=False)
         self.clock = StepClock()

@@ -51,7 +51,9 @@ class EvalSettings:
     sft_dataset: str = "bundled/fin_sentiment"
     local_data_dir: str | None = None
     preference_dataset: str = "bundled/preferences"
+    preference_split: str | None = None  # the training split; held-out pairs come from its test split
     dpo_beta: float = 0.1
+    cache_reference: bool = False  # the reference policy is fixed between calls (a training run): score it once
 
 
 @dataclass
@@ -75,6 +77,8 @@ class Benchmark(ABC):
     needs_judge: ClassVar[bool] = False
     needs_code_execution: ClassVar[bool] = False
     metric_names: ClassVar[tuple[str, ...]] = ()  # the headline metrics (README and tests)
+    scores_dataset: ClassVar[str | None] = None  # a training dataset whose test split this scores (round evaluation)
+    shuffled: ClassVar[bool] = False  # raw_rows come in a seeded random order: --limit keeps the first N
 
     def raw_rows(self, settings: EvalSettings) -> list[Row]:
         """Rows in the source schema, from ``--data_dir`` or the Hub."""
@@ -87,11 +91,18 @@ class Benchmark(ABC):
         """Turn source rows into examples with at least ``id`` and ``reference`` keys."""
 
     def load(self, settings: EvalSettings) -> list[Row]:
-        """The examples to evaluate: all, or a seeded sample of ``--limit`` of them."""
+        """The examples to evaluate: all, or a seeded sample of ``--limit`` of them.
+
+        Where the rows are already in a seeded random order (``shuffled``: the training loaders'
+        test splits) the sample is their first ``--limit``, the same rows the round evaluation of a
+        training run with ``--eval_samples`` scores.
+        """
         examples = self.normalize(self.raw_rows(settings))
         if not examples:
             raise ValueError(f"benchmark {self.name}: no examples were loaded")
         if settings.limit is not None and settings.limit < len(examples):
+            if self.shuffled:
+                return examples[: settings.limit]
             picked = sorted(random.Random(settings.seed).sample(range(len(examples)), settings.limit))
             examples = [examples[i] for i in picked]
         return examples
@@ -121,6 +132,10 @@ class GenerativeBenchmark(Benchmark):
     def score(self, answers: Sequence[Any], examples: Sequence[Row]) -> tuple[dict[str, float], list[float]]:
         """Benchmark metrics, and a per-example score for the records."""
 
+    def generation_budget(self, examples: Sequence[Row], tokenizer: PreTrainedTokenizerBase) -> int:
+        """New tokens per completion (``--max_new_tokens`` overrides it)."""
+        return self.max_new_tokens
+
     def render(self, example: Row, tokenizer: PreTrainedTokenizerBase, settings: EvalSettings) -> str:
         """The full model input of one example."""
         instruction = self.build_prompt(example)
@@ -134,7 +149,7 @@ class GenerativeBenchmark(Benchmark):
         prompts = [self.render(ex, tokenizer, settings) for ex in examples]
         completions = generate_greedy(
             model, tokenizer, prompts,
-            max_new_tokens=settings.max_new_tokens or self.max_new_tokens,
+            max_new_tokens=settings.max_new_tokens or self.generation_budget(examples, tokenizer),
             batch_size=settings.batch_size, bf16=settings.bf16,
             stop_strings=stop_strings_for(settings.template) if self.uses_template else (),
             show_progress=settings.show_progress,
@@ -173,6 +188,11 @@ def available() -> dict[str, type[Benchmark]]:
     """All registered benchmarks, by name."""
     _import_all()
     return dict(sorted(BENCHMARKS.items()))
+
+
+def benchmarks_scoring(dataset_name: str) -> list[str]:
+    """Names of the benchmarks that score the held-out split of the training dataset ``dataset_name``."""
+    return [name for name, cls in available().items() if cls.scores_dataset == dataset_name]
 
 
 def get_benchmark(name: str) -> Benchmark:

@@ -3,7 +3,7 @@
 Building a TRL trainer and re-tokenising a client's data every round is what made OpenFedLLM spend
 ~11% of a round outside local steps. Here the data is tokenised once per run and a single trainer
 is built once; each client-round swaps in that client's rows, the round's learning rate, a fresh
-optimizer and the algorithm's callbacks.
+optimizer and the algorithm's client hooks.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from federated_learning.aggregators import Aggregator
+from federated_learning.aggregators._base import ClientAlgorithm, ClientHook
 from federated_learning.partition import ClientRows
 from federated_learning.sampling import derive_seed, sample_examples
 from federated_learning.state import get_state, set_state
@@ -66,6 +66,32 @@ class StepProgress(TrainerCallback):
             self.bar = None
 
 
+class HookCallback(TrainerCallback):
+    """Runs an algorithm's ``ClientHook``s, in order, at the trainer's optimizer-step and end-of-training events."""
+
+    def __init__(self, hooks: Sequence[ClientHook]) -> None:
+        """Wrap ``hooks`` for ``Trainer.add_callback``."""
+        self.hooks = list(hooks)
+
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+    ) -> None:
+        for hook in self.hooks:
+            hook.on_pre_optimizer_step(args, state, control, **kwargs)
+
+    def on_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+    ) -> None:
+        for hook in self.hooks:
+            hook.on_optimizer_step(args, state, control, **kwargs)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+    ) -> None:
+        for hook in self.hooks:
+            hook.on_train_end(args, state, control, **kwargs)
+
+
 class LocalTrainer:
     """Trains the shared model on one client's rows for ``max_steps`` steps at a given learning rate."""
 
@@ -86,9 +112,9 @@ class LocalTrainer:
         rows: Dataset,
         learning_rate: float,
         seed: int,
-        callbacks: Sequence[TrainerCallback] = (),
+        hooks: Sequence[ClientHook] = (),
     ) -> dict[str, float]:
-        """Run local training; return train loss, steps and seconds."""
+        """Run local training with the algorithm's ``hooks``; return train loss, steps and seconds."""
         trainer = self.trainer
         trainer.train_dataset = rows
         trainer.args.learning_rate = learning_rate
@@ -102,7 +128,8 @@ class LocalTrainer:
         # Dropout and the data order draw from torch's RNG: seeding per (client, round) makes every
         # round reproducible on its own, which is what makes resume exact.
         torch.manual_seed(seed)
-        for callback in callbacks:
+        callback = HookCallback(hooks) if hooks else None
+        if callback is not None:
             trainer.add_callback(callback)
         start = time.perf_counter()
         # Trainer.train() opens with accelerate's free_memory(), a full gc.collect() that walks every
@@ -114,7 +141,7 @@ class LocalTrainer:
             output = trainer.train()
         finally:
             gc.unfreeze()
-            for callback in callbacks:
+            if callback is not None:
                 trainer.remove_callback(callback)
         return {
             "train_loss": float(output.training_loss),
@@ -126,7 +153,7 @@ class LocalTrainer:
 def train_client(
     local_trainer: LocalTrainer,
     trainable: Mapping[str, torch.nn.Parameter],
-    aggregator: Aggregator,
+    algorithm: ClientAlgorithm,
     task: RoundTask,
     shard: Dataset | ClientRows,
     global_params: StateDict,
@@ -135,12 +162,13 @@ def train_client(
     """One client-round: start from the global adapter, train on this round's rows, return the update.
 
     The single-process simulation and the Flower ClientApp both call this, so a client's round is
-    the same computation wherever it runs. ``payload`` is what ``aggregator.client_payload`` gave
-    the server for this client (e.g. SCAFFOLD's control variates); ``shard`` is the client's data
-    (a ``Dataset``, or its ``ClientRows`` view of the run's one tokenised set).
+    the same computation wherever it runs. ``algorithm`` is the client side of ``--fed_alg``;
+    ``payload`` is what the server's ``Aggregator.client_payload`` gave for this client (e.g.
+    SCAFFOLD's control variates); ``shard`` is the client's data (a ``Dataset``, or its
+    ``ClientRows`` view of the run's one tokenised set).
     """
     set_state(trainable, global_params)  # broadcast
-    hooks = aggregator.client_hooks(payload, global_params, trainable)
+    hooks = algorithm.hooks(payload, global_params, trainable)
     cid, server_round = task.client_id, task.server_round
     rows = shard.select(sample_examples(len(shard), task.examples_per_round, task.seed, cid, server_round))
     metrics = local_trainer.train(cid, rows, task.learning_rate, derive_seed(task.seed, cid, server_round), hooks)

@@ -36,6 +36,8 @@ from flwr_datasets.partitioner import (
     SizePartitioner,
 )
 
+from utils.constants import SOURCE_ROW
+
 logger = logging.getLogger(__name__)
 
 SPLIT_STRATEGIES = ("iid", "dirichlet", "natural", "shard", "quantity")
@@ -47,8 +49,6 @@ DIRICHLET_RESTARTS = 20  # fresh DirichletPartitioners (of 11 draws each) before
 ROW_ID = "__fedllm_row__"
 """Column of row numbers attached while a partitioner runs, to read each partition back as indices."""
 
-SOURCE_ROW = "source_row"
-"""Column a tokeniser that drops rows adds: the training-set index of each row it kept."""
 
 
 class ClientRows:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import random
 
-from federated_learning.aggregators import local_client
 
-
-def sample_clients(fed_alg: str, num_clients: int, sample_clients: int, seed: int, server_round: int) -> list[int]:
+def sample_clients(
+    local_client: int | None, num_clients: int, sample_clients: int, seed: int, server_round: int
+) -> list[int]:
     """Return the sorted client ids that train in ``server_round`` (sampled without replacement).
 
-    ``local<K>`` always trains client K alone. A private ``random.Random`` seeded from
-    (seed, round) makes each round reproducible on its own -- resuming needs no RNG state -- and
-    leaves the global ``random`` state untouched (OpenFedLLM reseeded the global RNG every round).
+    ``local_client`` K (``--fed_alg local<K>``) always trains client K alone. A private
+    ``random.Random`` seeded from (seed, round) makes each round reproducible on its own -- resuming
+    needs no RNG state -- and leaves the global ``random`` state untouched (OpenFedLLM reseeded the
+    global RNG every round).
     """
-    k = local_client(fed_alg)
-    if k is not None:
-        return [k]
+    if local_client is not None:
+        return [local_client]
     rng = random.Random(f"clients/{seed}/{server_round}")
     return sorted(rng.sample(range(num_clients), sample_clients))
 

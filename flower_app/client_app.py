@@ -39,6 +39,6 @@ def train(message: Message, context: Context) -> Message:
         )
     worker = get_worker(context.run_id, parse_run_config(context.run_config), node)
     update = train_client(
-        worker.local_trainer, worker.trainable, worker.aggregator, task, worker.shard, global_params, payload
+        worker.local_trainer, worker.trainable, worker.algorithm, task, worker.shard, global_params, payload
     )
     return Message(update_content(update), reply_to=message)

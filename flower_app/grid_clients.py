@@ -1,6 +1,6 @@
 """The server's view of the SuperNodes: which node is which client, and one round of training on them.
 
-``GridClients`` is a ``ClientRunner`` (see ``federated_learning.simulation``): the round loop
+``GridClients`` is a ``ClientRunner`` (see ``federated_learning.round_loop``): the round loop
 samples clients, builds each one's ``RoundTask`` and aggregates exactly as in the single-process
 simulation, and only the training itself happens on the SuperNodes.
 """

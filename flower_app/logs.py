@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from federated_learning.runner import setup_logging
+from federated_learning.process import quiet_progress_bars, setup_logging
 
 
 def setup_flower_logging() -> None:
@@ -14,5 +14,6 @@ def setup_flower_logging() -> None:
     Flower's own logger has its handler already: letting it propagate would print each line twice.
     """
     setup_logging()
+    quiet_progress_bars()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("flwr").propagate = False

@@ -1,12 +1,12 @@
-"""A Flower run config turned into the framework's own ``ScriptArguments`` / ``FedArguments``.
+"""A Flower run config turned into the framework's own ``RunConfig``.
 
 A run config holds flat scalars declared in ``[tool.flwr.app.config]`` of pyproject.toml, and
 ``flwr run --run-config`` may only override keys declared there. Rather than mirror every flag
 as a key (a second list of names and defaults to keep in sync with config.py), the run config
-carries the command line itself: ``args`` holds flags exactly as ``main_sft.py`` (``mode = "sft"``)
-or ``main_dpo.py`` (``mode = "dpo"``) takes them and ``config`` a YAML file of flags, as their
-``--config``. Both go through that script's parser, so every flag, default and check is the
-simulation's.
+carries the command line itself: ``mode`` names the task (``sft``: main_sft.py's, ``dpo``:
+main_dpo.py's, or any registered task), ``args`` holds its flags exactly as its script takes them
+and ``config`` a YAML file of flags, as its ``--config``. Both go through the task's own parser
+(``federated_learning.cli``), so every flag, default and check is the simulation's.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from config import FedArguments, ScriptArguments, parse_args
+from config import RunConfig
+from federated_learning.cli import parse_run
+from federated_learning.tasks import available_tasks
 
 APP_DIR = Path(__file__).resolve().parent.parent
 """The app's root: the repository, or the unpacked app bundle on a SuperLink / SuperNode."""
@@ -27,17 +29,13 @@ CONFIG = "config"
 NODE_TIMEOUT = "node-timeout"
 ROUND_TIMEOUT = "round-timeout"
 MODE = "mode"
-MODES = ("sft", "dpo")
 
 
 @dataclass(frozen=True)
 class RunSettings:
     """Everything a Flower run needs to know, on the server and on every client alike."""
 
-    script_args: ScriptArguments
-    fed_args: FedArguments
-    mode: str  # "sft" (main_sft.py) or "dpo" (main_dpo.py)
-    dpo_args: Any  # main_dpo.DPOArguments with mode "dpo", else None
+    cfg: RunConfig  # the task (run config "mode") and its flags
     node_timeout: float  # seconds the server waits for all --num_clients SuperNodes to connect
     round_timeout: float | None  # seconds to wait for a round's replies (None: as long as it takes)
 
@@ -57,8 +55,9 @@ def parse_run_config(run_config: Mapping[str, Any], app_dir: Path = APP_DIR) -> 
     that reads them: the server's for ``--output_dir``, each SuperNode's for model and data.
     """
     mode = str(run_config.get(MODE, "sft") or "sft")
-    if mode not in MODES:
-        raise ValueError(f"run config {MODE}={mode!r} is unknown; use sft (main_sft.py) or dpo (main_dpo.py)")
+    tasks = available_tasks()
+    if mode not in tasks:
+        raise ValueError(f"run config {MODE}={mode!r} is unknown; use one of the tasks: {', '.join(tasks)}")
     argv: list[str] = []
     config_file = str(run_config.get(CONFIG, "") or "")
     if config_file:
@@ -71,20 +70,9 @@ def parse_run_config(run_config: Mapping[str, Any], app_dir: Path = APP_DIR) -> 
         argv += shlex.split(str(run_config.get(ARGS, "") or ""))
     except ValueError as err:
         raise ValueError(f"run config {ARGS}=... is not a valid command line ({err}); check its quotes") from err
-    dpo_args = None
     try:
-        if mode == "dpo":
-            from main_dpo import parse_dpo_args
-
-            script_args, fed_args, dpo_args = parse_dpo_args(argv)
-        else:
-            script_args, fed_args = parse_args(argv)
-    except SystemExit as err:  # argparse reports bad values by exiting, after printing the reason
-        raise ValueError(f"run config {ARGS}={run_config.get(ARGS)!r} has an invalid flag value (see above)") from err
+        cfg = parse_run(mode, argv, prog=f"run config {ARGS}")
     except ValueError as err:
-        script = f"main_{mode}.py"
-        raise ValueError(f"run config {ARGS}: {err}; the flags are {script}'s (python {script} --help)") from err
+        raise ValueError(f"run config {ARGS}={run_config.get(ARGS)!r}: {err}") from err
     round_timeout = _seconds(run_config, ROUND_TIMEOUT, 0.0)
-    return RunSettings(
-        script_args, fed_args, mode, dpo_args, _seconds(run_config, NODE_TIMEOUT, 300.0), round_timeout or None
-    )
+    return RunSettings(cfg, _seconds(run_config, NODE_TIMEOUT, 300.0), round_timeout or None)

@@ -1,9 +1,10 @@
 """The ServerApp: the framework's round loop, with each client trained on its own SuperNode.
 
-Sampling, learning-rate schedule, aggregation, checkpoints, ``metrics.jsonl`` and resume are
-``federated_learning.runner.run_simulation``'s; ``GridClients`` only replaces training the
-clients in-process with messages to the SuperNodes. Outputs go to ``--output_dir`` on the
-SuperLink's machine (a relative path is relative to the directory the SuperLink started in).
+Sampling, learning-rate schedule, aggregation, evaluation, checkpoints, ``metrics.jsonl`` and
+resume are the round loop's (``federated_learning.build.build_round_loop``); ``GridClients`` only
+replaces training the clients in-process with messages to the SuperNodes. Outputs go to
+``--output_dir`` on the SuperLink's machine (a relative path is relative to the directory the
+SuperLink started in).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import logging
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from config import validate
-from evaluation.training_eval import RoundEvaluator
-from federated_learning.runner import load_peft_model, make_run_dir, run_simulation, set_threads, use_bf16
+from federated_learning.build import build_round_evaluation, build_round_loop, load_peft_model, make_run_dir, use_bf16
+from federated_learning.checks import validate_flags
+from federated_learning.process import set_threads
+from federated_learning.tasks import get_task
 from flower_app.grid_clients import GridClients, map_clients
 from flower_app.logs import setup_flower_logging
 from flower_app.run_config import parse_run_config
-from utils.model import validate_model_source
+from utils.model_source import validate_model_source
 
 logger = logging.getLogger(__name__)
 
@@ -31,32 +33,22 @@ def main(grid: Grid, context: Context) -> None:
     """Run every round of the federated fine-tuning the run config describes."""
     setup_flower_logging()
     settings = parse_run_config(context.run_config)
-    script_args, fed_args = settings.script_args, settings.fed_args
-    dpo = settings.mode == "dpo"
+    cfg = settings.cfg
+    task = get_task(cfg.task)
     # Every check that needs no model happens before waiting for nodes or loading the model.
-    validate(script_args, fed_args)
-    if dpo:
-        from main_dpo import validate_dpo_flags
-
-        validate_dpo_flags(script_args)
-    validate_model_source(script_args.model_name_or_path)
-    set_threads(script_args.torch_threads)
-    node_of = map_clients(grid, fed_args.num_clients, settings.node_timeout)
-    run_dir = make_run_dir(script_args, fed_args, *([settings.dpo_args] if dpo else []))
+    validate_flags(cfg)
+    task.validate(cfg)
+    validate_model_source(cfg.script.model_name_or_path)
+    set_threads(cfg.script.torch_threads)
+    node_of = map_clients(grid, cfg.fed.num_clients, settings.node_timeout)
+    run_dir = make_run_dir(cfg)
     # The server's model holds the global adapter (its initial value, then each round's aggregate),
-    # which checkpoints save exactly as the simulation's do. DPO starts from --ref_adapter, if given.
-    model, tokenizer = load_peft_model(script_args, script_args.ref_adapter if dpo else None)
+    # which checkpoints save exactly as the simulation's do, with the task's reference if it has one.
+    model, tokenizer = load_peft_model(cfg.script, task.start_adapter(cfg))
+    task.prepare_model(model, cfg)
     # Evaluated on the server, as the simulation does, on the held-out split the server can load
     # (the bundled datasets ship theirs; with data only on the nodes there is none, and it is skipped).
-    bf16 = use_bf16(script_args)
-    evaluator = None
-    if script_args.eval_samples > 0:
-        if dpo:
-            from main_dpo import preference_evaluator
-
-            evaluator = preference_evaluator(script_args, settings.dpo_args, tokenizer, bf16)
-        else:
-            evaluator = RoundEvaluator.from_args(script_args, tokenizer, bf16)
+    evaluator = build_round_evaluation(task, cfg, tokenizer, use_bf16(cfg.script))
     clients = GridClients(grid, node_of, settings.round_timeout)
-    run_simulation(script_args, fed_args, model, None, (), run_dir, evaluator, client_runner=clients)
+    build_round_loop(cfg, model, None, (), run_dir, evaluator, client_runner=clients).run()
     logger.info("Flower run %d done; outputs in %s", context.run_id, run_dir.resolve())

@@ -13,8 +13,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from config import FedArguments
-from federated_learning import ClientUpdate, available_aggregators, get_aggregator
-from federated_learning.aggregators.base import HYPERPARAMETER_DEFAULTS, VARIANTS
+from federated_learning import ClientUpdate, available_aggregators, get_aggregator, get_client_algorithm
+from federated_learning.aggregators._hyperparameters import VARIANTS
+from federated_learning.aggregators._registry import aggregator_class
 
 X0 = [1.0, -2.0]
 # Client deltas (y_i - x) and num_examples for two rounds. Weighted means: round 1 [0.5, 3],
@@ -348,21 +349,45 @@ def test_fedadagrad_is_reachable() -> None:
 
 @pytest.mark.parametrize("name", available_aggregators())
 def test_accepts_every_cli_hyperparameter(name: str) -> None:
-    """The round loop passes all FedArguments; names an algorithm does not use are ignored."""
-    get_aggregator(name, **dataclasses.asdict(FedArguments()), some_future_flag=1)
+    """The round loop passes all FedArguments; flags an algorithm does not use are ignored, others refused."""
+    get_aggregator(name, **dataclasses.asdict(FedArguments()))
+    get_client_algorithm(name, **dataclasses.asdict(FedArguments()))
+    with pytest.raises(TypeError, match="prox_muu: not a federated flag"):
+        get_aggregator(name, num_clients=3, prox_muu=0.1)
 
 
-def test_defaults_match_config() -> None:
-    fields = {f.name: f.default for f in dataclasses.fields(FedArguments)}
-    for key, value in HYPERPARAMETER_DEFAULTS.items():
-        if value is not None:
-            assert fields[key] == value, key
+@pytest.mark.parametrize(("name", "variant"), ALGORITHMS)
+def test_constructor_parameters_are_flags_with_their_defaults(name: str, variant: str) -> None:
+    """Keyword-only parameters named like the flags, defaults taken from FedArguments: one place."""
+    import inspect
+
+    flags = {f.name: f.default for f in dataclasses.fields(FedArguments)}
+    cls = aggregator_class(name, variant)
+    for built in (cls, cls.client_class):
+        if built.__init__ is object.__init__:
+            continue
+        for param in list(inspect.signature(built.__init__).parameters.values())[1:]:
+            assert param.kind is inspect.Parameter.KEYWORD_ONLY, (built, param.name)
+            assert param.name in flags, (built, param.name)
+            if param.default is not inspect.Parameter.empty and param.default is not None:
+                assert param.default == flags[param.name], (built, param.name)
+
+
+def test_registry_names_are_the_algorithm_modules() -> None:
+    """Each --fed_alg is the module of its name, registering a paper class of that name; variants reuse names."""
+    from federated_learning.aggregators import _registry
+
+    aggregator_class("fedavg")  # imports every module
+    registered = {key for key in _registry._REGISTRY}
+    assert {name for name, variant in registered if variant == "paper"} == set(available_aggregators())
+    assert {name for name, variant in registered if variant == "openfedllm"} == {
+        "fedavgm", "fedadagrad", "fedyogi", "fedadam", "scaffold"}
+    assert aggregator_class("fedprox", "openfedllm") is aggregator_class("fedprox")  # no variant: the paper's
 
 
 @pytest.mark.parametrize(
     ("name", "hp", "flag"),
     [
-        ("fedprox", {"prox_mu": -1.0}, "--prox_mu"),
         ("fedavgm", {"server_momentum": 1.0}, "--server_momentum"),
         ("fedavgm", {"fedopt_variant": "openfedllm", "fedopt_beta1": 1.5}, "--fedopt_beta1"),
         ("fedadam", {"fedopt_tau": 0.0}, "--fedopt_tau"),
@@ -375,6 +400,11 @@ def test_defaults_match_config() -> None:
 def test_bad_hyperparameters_name_the_flag(name: str, hp: dict[str, Any], flag: str) -> None:
     with pytest.raises(ValueError, match=flag):
         get_aggregator(name, **hp)
+
+
+def test_bad_client_hyperparameter_names_the_flag() -> None:
+    with pytest.raises(ValueError, match="--prox_mu"):
+        get_client_algorithm("fedprox", prox_mu=-1.0)
 
 
 def test_scaffold_requires_delta_c() -> None:

@@ -9,9 +9,11 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
-from federated_learning import ClientUpdate, get_aggregator
+from federated_learning import ClientUpdate, get_aggregator, get_client_algorithm
+from federated_learning.aggregators._openfedllm import OpenFedLLMScaffoldHook
 from federated_learning.aggregators.fedprox import FedProxHook
 from federated_learning.aggregators.scaffold import ScaffoldHook
+from federated_learning.client import HookCallback
 
 # The hooks ignore args/state/control (they read the optimizer from kwargs, as Trainer passes it).
 EVENT: tuple[Any, Any, Any] = (None, None, None)
@@ -30,7 +32,7 @@ def test_fedprox_mu_zero_is_a_noop() -> None:
     before = w.grad.clone()
     FedProxHook(0.0, {"w": torch.zeros(3)}, {"w": w}).on_pre_optimizer_step(*EVENT)
     assert torch.equal(w.grad, before)
-    assert get_aggregator("fedprox", prox_mu=0.0).client_hooks({}, {"w": torch.zeros(3)}, {"w": w}) == []
+    assert get_client_algorithm("fedprox", prox_mu=0.0).hooks({}, {"w": torch.zeros(3)}, {"w": w}) == []
 
 
 def test_fedprox_gradient_matches_autograd_of_penalty() -> None:
@@ -43,7 +45,7 @@ def test_fedprox_gradient_matches_autograd_of_penalty() -> None:
     # "b" has no gradient yet: the proximal gradient alone must appear.
     penalty = sum(mu / 2 * (params[k] - anchor[k]).pow(2).sum() for k in params)
     expected = dict(zip(params, torch.autograd.grad(penalty, list(params.values())), strict=True))
-    (hook,) = get_aggregator("fedprox", prox_mu=mu).client_hooks({}, anchor, params)
+    (hook,) = get_client_algorithm("fedprox", prox_mu=mu).hooks({}, anchor, params)
     hook.on_pre_optimizer_step(*EVENT)
     torch.testing.assert_close(params["a"].grad, data_grads["a"] + expected["a"])
     torch.testing.assert_close(params["b"].grad, expected["b"])
@@ -56,7 +58,6 @@ def test_fedprox_gradient_matches_autograd_of_penalty() -> None:
 def _linear_steps(hook: ScaffoldHook, w: torch.nn.Parameter, g: torch.Tensor, lrs: list[float]) -> None:
     """SGD on the linear loss <g, w> (constant gradient g) with per-step learning rates ``lrs``."""
     opt = torch.optim.SGD([w], lr=lrs[0])
-    hook.on_train_begin(*EVENT, optimizer=opt)
     for lr in lrs:
         opt.param_groups[0]["lr"] = lr
         opt.zero_grad()
@@ -64,7 +65,6 @@ def _linear_steps(hook: ScaffoldHook, w: torch.nn.Parameter, g: torch.Tensor, lr
         hook.on_pre_optimizer_step(*EVENT, optimizer=opt)
         opt.step()
         hook.on_optimizer_step(*EVENT, optimizer=opt)
-        hook.on_step_end(*EVENT, optimizer=opt)
     hook.on_train_end(*EVENT, optimizer=opt)
 
 
@@ -74,13 +74,14 @@ def test_scaffold_correction_and_control_variate(post_step: bool, lrs: list[floa
     x = torch.tensor([1.0, 2.0])
     c, c_i, g = torch.tensor([0.5, -1.0]), torch.tensor([2.0, 0.25]), torch.tensor([3.0, -4.0])
     w = torch.nn.Parameter(x.clone())
-    hook = ScaffoldHook({"c": {"w": c}, "c_i": {"w": c_i}}, {"w": x}, {"w": w}, post_step=post_step)
+    hook_class = OpenFedLLMScaffoldHook if post_step else ScaffoldHook
+    hook = hook_class({"c": {"w": c}, "c_i": {"w": c_i}}, {"w": x}, {"w": w})
     if not post_step:
         # One step by hand: the gradient becomes g + c - c_i = [1.5, -5.25].
         w.grad = g.clone()
         hook.on_pre_optimizer_step(*EVENT, optimizer=torch.optim.SGD([w], lr=0.1))
         assert w.grad.tolist() == [1.5, -5.25]
-        hook = ScaffoldHook({"c": {"w": c}, "c_i": {"w": c_i}}, {"w": x}, {"w": w}, post_step=post_step)
+        hook = hook_class({"c": {"w": c}, "c_i": {"w": c_i}}, {"w": x}, {"w": w})
         w.grad = None
     _linear_steps(hook, w, g, lrs)
     # y = x - sum(lr) * (g + c - c_i): [1 - 1.5 s, 2 + 5.25 s] with s = sum(lr).
@@ -116,7 +117,7 @@ def test_scaffold_control_variate_is_the_lr_weighted_mean_gradient_under_adam() 
 def test_scaffold_without_variates_starts_at_zero_and_reports_after_training_only() -> None:
     x = torch.tensor([0.0, 1.0])
     w = torch.nn.Parameter(x.clone())
-    hook = get_aggregator("scaffold", num_clients=4).client_hooks({}, {"w": x}, {"w": w})[0]
+    hook = get_client_algorithm("scaffold", num_clients=4).hooks({}, {"w": x}, {"w": w})[0]
     with pytest.raises(RuntimeError, match="on_train_end"):
         hook.extras()
     _linear_steps(hook, w, torch.tensor([2.0, 1.0]), [0.5, 0.5])
@@ -152,14 +153,14 @@ def test_scaffold_hook_with_trainer_and_optim_sgd(schedule: str, tmp_path: Any) 
     x = {"w": model.w.detach().clone()}
     agg = get_aggregator("scaffold", num_clients=2)
     agg.c, agg.c_i = {"w": torch.tensor([0.5, -1.0])}, {0: {"w": torch.tensor([2.0, 0.25])}}
-    (hook,) = agg.client_hooks(agg.client_payload(0), x, {"w": model.w})
+    (hook,) = get_client_algorithm("scaffold").hooks(agg.client_payload(0), x, {"w": model.w})
     args = TrainingArguments(
         output_dir=str(tmp_path), optim="sgd", learning_rate=0.1, lr_scheduler_type=schedule, max_steps=3,
         per_device_train_batch_size=2, max_grad_norm=0.0, report_to="none", save_strategy="no",
         logging_strategy="no", disable_tqdm=True, use_cpu=True, remove_unused_columns=False,
     )
     rows = Dataset.from_dict({"x": [[3.0, -4.0]] * 8})
-    trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[hook])
+    trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[HookCallback([hook])])
     trainer.train()
     assert isinstance(trainer.optimizer.optimizer, torch.optim.SGD)
     # Constant: 3 * 0.1; linear decay to 0 over 3 steps: 0.1 + 0.0667 + 0.0333.
@@ -182,11 +183,12 @@ W_STAR = [sum(a * b[j] for a, b in zip(CURVATURES, OPTIMA, strict=True)) / sum(C
 def _toy_federation(
     name: str, rounds: int = 40, local_steps: int = 20, lr: float = 0.05, optimizer: type = torch.optim.SGD, **hp: Any
 ) -> tuple[float, float]:
-    """Run the federation with the aggregator's own hooks; return (final ||x - w*||, last round's drift).
+    """Run the federation with the algorithm's own client hooks; return (final ||x - w*||, last round's drift).
 
     Each client-round builds a fresh ``optimizer`` (as the local trainer does).
     """
     agg = get_aggregator(name, num_clients=len(CURVATURES), **hp)
+    client = get_client_algorithm(name, **hp)
     x = {"w": torch.zeros(2)}
     w = torch.nn.Parameter(torch.zeros(2))
     drift = 0.0
@@ -196,7 +198,7 @@ def _toy_federation(
             with torch.no_grad():
                 w.copy_(x["w"])
             opt = optimizer([w], lr=lr)
-            hooks = agg.client_hooks(agg.client_payload(cid), x, {"w": w})
+            hooks = client.hooks(agg.client_payload(cid), x, {"w": w})
             for _ in range(local_steps):
                 opt.zero_grad()
                 (a / 2 * (w - torch.tensor(b)).pow(2).sum()).backward()

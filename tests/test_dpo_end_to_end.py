@@ -17,17 +17,21 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 import main_dpo
-from config import ScriptArguments
+from config import RunConfig, ScriptArguments
+from evaluation.benchmarks.dpo_preference import preference_metrics
 from evaluation.logprobs import completion_logprobs
-from evaluation.preference_eval import PreferenceEvaluator, preference_metrics
+from evaluation.registry import EvalSettings, get_benchmark
 from federated_learning import available_aggregators
+from federated_learning.build import build_round_loop, load_peft_model, split_clients
+from federated_learning.cli import parse_run
 from federated_learning.client import LocalTrainer
 from federated_learning.partition import client_rows
-from federated_learning.runner import load_peft_model, run_simulation, split_clients
 from federated_learning.state import get_state, trainable_parameters
-from federated_learning.trainers import REF_ADAPTER, build_dpo_trainer, reference_policy
+from federated_learning.tasks import get_task
+from utils.constants import REF_ADAPTER
 from utils.dpo_data import load_dpo_dataset
 from utils.dpo_tokenize import render_preference_row, tokenize_dpo
+from utils.model import reference_policy
 from utils.templates import get_template
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,8 +78,7 @@ def test_every_algorithm_runs_two_dpo_rounds(tmp_path: Path, tiny_model_dir: Pat
             # SCAFFOLD's client hook ran inside DPOTrainer: it sends its control-variate delta too.
             assert metrics["bytes_uploaded"] == adapter_bytes * (2 if fed_alg == "scaffold" else 1)
 
-    script_args, _, _ = main_dpo.parse_dpo_args(argv(tmp_path, tiny_model_dir, data))
-    initial, _ = load_peft_model(script_args)  # the same seeded LoRA initialisation
+    initial, _ = load_peft_model(parse_run("dpo", argv(tmp_path, tiny_model_dir, data)).script)  # same seeded LoRA
     start = get_state(trainable_parameters(initial))
     assert final.keys() == start.keys()
     assert any(not torch.equal(final[k], start[k]) for k in start if "lora_B" in k)
@@ -111,23 +114,31 @@ class RecordReference(TrainerCallback):
             self.trl_logs.append(dict(logs))
 
 
+def build_dpo(cfg: RunConfig, model: PeftModel, tokenizer: Any, tokenized: Any, tmp_path: Path) -> Any:
+    """The DPO task's trainer, then its reference, as every run builds them."""
+    task = get_task("dpo")
+    trainer = task.build_trainer(model, tokenizer, tokenized, cfg, tmp_path / "trainer", False)
+    task.prepare_model(model, cfg)
+    return trainer
+
+
 def train_in_process(tmp_path: Path, model_dir: Path, *extra: str) -> tuple[PeftModel, Any, RecordReference, Any]:
     """Three rounds, one client per round, one step per client-round on copies of the fixed pair."""
     data = write_pairs(tmp_path / "data", n=8, identical=True)
-    script_args, fed_args, _ = main_dpo.parse_dpo_args(argv(
+    cfg = parse_run("dpo", argv(
         tmp_path, model_dir, data, "--num_clients", "2", "--sample_clients", "1", "--num_rounds", "3",
         "--max_steps", "1", "--learning_rate", "5e-2", *extra))
-    model, tokenizer = load_peft_model(script_args, script_args.ref_adapter)
+    model, tokenizer = load_peft_model(cfg.script, cfg.script.ref_adapter)
     pairs = load_dpo_dataset(str(data), None, 0)
-    tokenized = tokenize_dpo(pairs, tokenizer, script_args.template, script_args.seq_length)
-    shards = client_rows(tokenized, split_clients(pairs, script_args, fed_args), len(pairs))
-    trainer = build_dpo_trainer(model, tokenizer, shards[0].to_dataset(), script_args, tmp_path / "trainer", False)
+    tokenized = tokenize_dpo(pairs, tokenizer, cfg.script.template, cfg.script.seq_length)
+    shards = client_rows(tokenized, split_clients(pairs, cfg), len(pairs))
+    trainer = build_dpo(cfg, model, tokenizer, shards[0].to_dataset(), tmp_path)
     recorder = RecordReference(model, tokenizer, [{**FIXED_PAIR, "prompt": [FIXED_PAIR["prompt"]]}])
     trainer.add_callback(recorder)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    run_simulation(script_args, fed_args, model, LocalTrainer(trainer, show_progress=False), shards, run_dir, None)
-    return model, trainer, recorder, script_args
+    build_round_loop(cfg, model, LocalTrainer(trainer, show_progress=False), shards, run_dir, None).run()
+    return model, trainer, recorder, cfg.script
 
 
 def trl_reference_logp(log: dict[str, float], beta: float) -> float:
@@ -199,15 +210,14 @@ def test_ref_adapter_reloaded_whatever_the_model_holds(tmp_path: Path, tiny_mode
     """Building the trainer after the adapter moved (e.g. on resume) still gives the saved reference."""
     saved = save_random_adapter(tiny_model_dir, tmp_path / "sft_adapter")
     data = write_pairs(tmp_path / "data", n=4)
-    script_args, _, _ = main_dpo.parse_dpo_args(argv(tmp_path, tiny_model_dir, data,
-                                                     "--ref_adapter", str(tmp_path / "sft_adapter")))
-    model, tokenizer = load_peft_model(script_args, script_args.ref_adapter)
+    cfg = parse_run("dpo", argv(tmp_path, tiny_model_dir, data, "--ref_adapter", str(tmp_path / "sft_adapter")))
+    model, tokenizer = load_peft_model(cfg.script, cfg.script.ref_adapter)
     assert all(torch.equal(v, saved[k]) for k, v in get_state(trainable_parameters(model)).items())
     with torch.no_grad():
         for param in trainable_parameters(model).values():
             param.zero_()
     tokenized = tokenize_dpo(load_dpo_dataset(str(data), None, 0), tokenizer, "alpaca", 128)
-    build_dpo_trainer(model, tokenizer, tokenized, script_args, tmp_path / "trainer", False)
+    build_dpo(cfg, model, tokenizer, tokenized, tmp_path)
     refs = {n.replace(f".{REF_ADAPTER}.", "."): v for n, v in ref_weights(model).items()}
     assert refs.keys() == saved.keys() and all(torch.equal(refs[k], saved[k]) for k in saved)
 
@@ -217,11 +227,11 @@ def test_micro_batches_give_the_full_batch_step(tmp_path: Path, tiny_model_dir: 
     data = write_pairs(tmp_path / "data", n=4)
     updates = []
     for split in (True, False):
-        script_args, _, _ = main_dpo.parse_dpo_args(argv(tmp_path, tiny_model_dir, data, "--batch_size", "4",
-                                                         "--max_steps", "1", "--optim", "sgd"))
-        model, tokenizer = load_peft_model(script_args)
+        cfg = parse_run("dpo", argv(tmp_path, tiny_model_dir, data, "--batch_size", "4", "--max_steps", "1",
+                                    "--optim", "sgd"))
+        model, tokenizer = load_peft_model(cfg.script)
         tokenized = tokenize_dpo(load_dpo_dataset(str(data), None, 0), tokenizer, "alpaca", 128)
-        trainer = build_dpo_trainer(model, tokenizer, tokenized, script_args, tmp_path / "trainer", False)
+        trainer = build_dpo(cfg, model, tokenizer, tokenized, tmp_path)
         assert trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps == 4
         if split:
             assert trainer.args.per_device_train_batch_size == 2
@@ -243,40 +253,46 @@ def test_preference_metrics_by_hand() -> None:
     ref_c, ref_r = torch.tensor([-1.5, -2.0, -3.0]), torch.tensor([-1.5, -2.0, -3.0])
     metrics = preference_metrics(policy_c, policy_r, ref_c, ref_r, beta=0.5)
     # margins: 0.5 * ((0.5) - (-0.5)) = 0.5; 0.5 * (0 - 1) = -0.5; 0
-    assert metrics["eval_preference_accuracy"] == pytest.approx((1 + 0 + 0.5) / 3)
-    assert metrics["eval_reward_margin"] == pytest.approx(0.0)
+    assert metrics["preference_accuracy"] == pytest.approx((1 + 0 + 0.5) / 3)
+    assert metrics["reward_margin"] == pytest.approx(0.0)
     expected_loss = (torch.nn.functional.softplus(torch.tensor([-0.5, 0.5, 0.0], dtype=torch.float64))).mean()
-    assert metrics["eval_dpo_loss"] == pytest.approx(float(expected_loss))
-    assert metrics["eval_likelihood_accuracy"] == pytest.approx((1 + 0 + 0.5) / 3)
-    assert metrics["eval_pairs"] == 3
+    assert metrics["dpo_loss"] == pytest.approx(float(expected_loss))
+    assert metrics["likelihood_accuracy"] == pytest.approx((1 + 0 + 0.5) / 3)
+    assert metrics["pairs"] == 3
 
 
-def test_evaluator_before_training_and_after_a_change(tmp_path: Path, tiny_model_dir: Path) -> None:
-    script_args = ScriptArguments(model_name_or_path=str(tiny_model_dir))
-    model, tokenizer = load_peft_model(script_args)
+@pytest.mark.parametrize("cache_reference", [False, True])
+def test_preference_benchmark_before_training_and_after_a_change(
+    tmp_path: Path, tiny_model_dir: Path, cache_reference: bool
+) -> None:
+    model, tokenizer = load_peft_model(ScriptArguments(model_name_or_path=str(tiny_model_dir)))
     rows = [{"prompt": [f"what is {i} + 1"], "chosen": f"{i + 1}", "rejected": f"{i + 3}", "category": "ab"[i % 2]}
             for i in range(5)]
-    evaluator = PreferenceEvaluator(rows, tokenizer, "alpaca", beta=0.1, seq_length=128, batch_size=2)
-    before = evaluator(model)
-    assert before["eval_preference_accuracy"] == 0.5 and before["eval_reward_margin"] == 0.0
-    assert before["eval_pairs"] == 5
+    bench = get_benchmark("dpo_preference")
+    examples = bench.normalize(rows)
+    settings = EvalSettings(batch_size=2, seq_length=128, dpo_beta=0.1, cache_reference=cache_reference)
+    before = bench.evaluate(model, tokenizer, examples, settings).metrics
+    assert before["preference_accuracy"] == 0.5 and before["reward_margin"] == 0.0
+    assert before["pairs"] == 5
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.add_(0.5)
-    after = evaluator(model)
-    assert after["eval_reward_margin"] != 0.0
+    after = bench.evaluate(model, tokenizer, examples, settings).metrics
+    assert after["reward_margin"] != 0.0
     # The implicit reward is beta * (policy - reference) log-probs, recomputed here from scratch.
-    prompts, completions = evaluator.prompts, evaluator.completions
+    rendered = [render_preference_row(row, get_template("alpaca"), tokenizer) for row in rows]
+    prompts = [r[0] for r in rendered] * 2
+    completions = [r[1] for r in rendered] + [r[2] for r in rendered]
     policy = [s.logprob for s in completion_logprobs(model, tokenizer, prompts, completions, seq_length=128)]
     with model.disable_adapter():
         ref = [s.logprob for s in completion_logprobs(model, tokenizer, prompts, completions, seq_length=128)]
     margins = [0.1 * ((policy[i] - ref[i]) - (policy[5 + i] - ref[5 + i])) for i in range(5)]
-    assert after["eval_reward_margin"] == pytest.approx(sum(margins) / 5, abs=1e-5)
+    assert after["reward_margin"] == pytest.approx(sum(margins) / 5, abs=1e-5)
     for category, members in (("a", [0, 2, 4]), ("b", [1, 3])):
         wins = sum(1.0 if margins[i] > 0 else 0.5 if margins[i] == 0 else 0.0 for i in members)
-        assert after[f"eval_preference_accuracy/{category}"] == pytest.approx(wins / len(members))
-    assert before["eval_preference_accuracy/a"] == before["eval_preference_accuracy/b"] == 0.5
+        assert after[f"preference_accuracy/{category}"] == pytest.approx(wins / len(members))
+    assert before["preference_accuracy/a"] == before["preference_accuracy/b"] == 0.5
 
 
 # ------------------------------------------------------------------------------ resume, flags, configs
@@ -307,13 +323,15 @@ def test_bad_flags_fail_before_the_model_loads(tmp_path: Path, extra: list[str],
 
 
 def test_defaults_yaml_and_cli_overrides(tmp_path: Path) -> None:
-    script_args, fed_args, dpo_args = main_dpo.parse_dpo_args([])
-    assert script_args.dataset_name == "bundled/preferences" and dpo_args.dataset_split is None
-    for key, value in main_dpo.DPO_DEFAULTS.items():
+    cfg = parse_run("dpo", [])
+    script_args, fed_args = cfg.script, cfg.fed
+    assert script_args.dataset_name == "bundled/preferences" and cfg.task_args.dataset_split is None
+    for key, value in get_task("dpo").defaults.items():
         assert getattr(script_args, key, getattr(fed_args, key, None)) == value
     config = ROOT / "training_scripts" / "configs" / "dpo_default.yaml"
     keys = yaml.safe_load(config.read_text())
-    script_args, fed_args, _ = main_dpo.parse_dpo_args(["--config", str(config), "--num_rounds", "3"])
+    cfg = parse_run("dpo", ["--config", str(config), "--num_rounds", "3"])
+    script_args, fed_args = cfg.script, cfg.fed
     assert fed_args.num_rounds == 3
     for key, value in keys.items():
         if key != "num_rounds":
@@ -330,6 +348,7 @@ def test_run_dpo_script_flags_parse(tmp_path: Path) -> None:
     subprocess.run(["bash", str(ROOT / "training_scripts" / "run_dpo.sh")], check=True, env=env, cwd=tmp_path)
     args = (tmp_path / "args").read_text().splitlines()
     assert args[0].endswith("main_dpo.py")
-    script_args, fed_args, _ = main_dpo.parse_dpo_args(args[1:])
+    cfg = parse_run("dpo", args[1:])
+    script_args, fed_args = cfg.script, cfg.fed
     assert script_args.dataset_name == "Anthropic/hh-rlhf" and script_args.template == "vicuna_v1.1"
     assert script_args.seq_length == 512 and fed_args.num_rounds == 200 and script_args.load_in_8bit

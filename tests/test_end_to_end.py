@@ -108,7 +108,7 @@ def test_bad_input_fails_before_model_loads(
     def no_model(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded before the input was validated")
 
-    monkeypatch.setattr("federated_learning.runner.load_model_and_tokenizer", no_model)
+    monkeypatch.setattr("federated_learning.build.load_model_and_tokenizer", no_model)
     with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(")):
         run(tmp_path, tiny_model_dir, *extra)
 
@@ -121,21 +121,21 @@ def test_unwritable_output_dir(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 
 def test_base_weights_frozen(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from config import parse_args
+    from federated_learning.build import load_peft_model
+    from federated_learning.cli import parse_run
     from federated_learning.client import LocalTrainer
-    from federated_learning.runner import load_peft_model
     from federated_learning.state import get_state, trainable_parameters
-    from federated_learning.trainers import build_sft_trainer
+    from federated_learning.tasks import get_task
     from utils.sft_data import load_sft_dataset
     from utils.sft_tokenize import tokenize_sft
 
-    script_args, _ = parse_args(["--model_name_or_path", str(tiny_model_dir), "--max_steps", "3", "--batch_size", "2"])
-    model, tokenizer = load_peft_model(script_args)
+    cfg = parse_run("sft", ["--model_name_or_path", str(tiny_model_dir), "--max_steps", "3", "--batch_size", "2"])
+    model, tokenizer = load_peft_model(cfg.script)
     rows = tokenize_sft(load_sft_dataset(str(write_jsonl(tmp_path / "d.jsonl"))), tokenizer, "alpaca", 64)
     base_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     trainable = trainable_parameters(model)
     adapter_before = get_state(trainable)
-    trainer = LocalTrainer(build_sft_trainer(model, tokenizer, rows, script_args, tmp_path / "t", bf16=False), False)
+    trainer = LocalTrainer(get_task("sft").build_trainer(model, tokenizer, rows, cfg, tmp_path / "t", False), False)
     metrics = trainer.train(0, rows, 1e-2, seed=1)
     assert metrics["steps"] == 3
     assert all(torch.equal(p, base_before[n]) for n, p in model.named_parameters() if not p.requires_grad)

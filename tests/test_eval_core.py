@@ -165,7 +165,7 @@ def fake_data(monkeypatch: pytest.MonkeyPatch):
     def load_sft_dataset(name, local_data_dir=None, dataset_sample=20000, split="train", seed=2023):
         if name not in tables or split != "test":
             raise ValueError(f"no split {split} for {name}")
-        return datasets.Dataset.from_list(tables[name][:dataset_sample])
+        return datasets.Dataset.from_list(tables[name][:dataset_sample or None])
 
     import utils.sft_data
 
@@ -173,33 +173,48 @@ def fake_data(monkeypatch: pytest.MonkeyPatch):
     return tables
 
 
-def test_round_evaluator_metrics_mode_and_determinism(tiny_model_dir: Path, tiny, fake_data) -> None:
-    from evaluation.training_eval import RoundEvaluator
+def test_round_evaluation_metrics_mode_and_determinism(tiny_model_dir: Path, tiny, fake_data) -> None:
+    from evaluation.registry import EvalSettings
+    from evaluation.round_eval import RoundEvaluation
 
     _, tokenizer = tiny
     model = _lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
     model.train()
     before = _snapshot(model)
-    sentiment = RoundEvaluator("bundled/fin_sentiment", tokenizer, "alpaca", num_samples=3, batch_size=2)
+
+    def round_evaluation(dataset: str, *benchmarks: str) -> RoundEvaluation | None:
+        settings = EvalSettings(limit=3, batch_size=2, sft_dataset=dataset)
+        return RoundEvaluation.load([(name, "eval_") for name in benchmarks], tokenizer, settings)
+
+    sentiment = round_evaluation("bundled/fin_sentiment", "heldout_loss", "bundled_sentiment")
     first = sentiment(model)
-    assert set(first) == {"eval_loss", "eval_perplexity", "eval_accuracy", "eval_macro_f1", "eval_weighted_f1"}
+    assert list(first) == ["eval_loss", "eval_perplexity", "eval_accuracy", "eval_macro_f1", "eval_weighted_f1"]
     assert 0.0 <= first["eval_accuracy"] <= 1.0 and first["eval_loss"] > 0
     assert sentiment(model) == first
     assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    # --limit 3 of a shuffled test split: its first three rows, the fourth left out.
+    assert [ex["reference"] for ex in sentiment.entries[1].examples] == ["positive", "negative", "neutral"]
 
-    arithmetic = RoundEvaluator("bundled/arithmetic", tokenizer, "alpaca", num_samples=3, batch_size=2)
-    assert arithmetic.references == ["1", "2", "3"]
+    arithmetic = round_evaluation("bundled/arithmetic", "heldout_loss", "bundled_arithmetic")
+    assert [ex["reference"] for ex in arithmetic.entries[1].examples] == ["1", "2", "3"]
     assert set(arithmetic(model)) == {"eval_loss", "eval_perplexity", "eval_exact_match"}
 
-    assert set(RoundEvaluator("my/sft", tokenizer, "alpaca")(model)) == {"eval_loss", "eval_perplexity"}
-    with_registry = RoundEvaluator("my/none", tokenizer, "alpaca", num_samples=2, benchmarks=["bundled_preferences"])
-    assert set(with_registry(model)) >= {"eval_bundled_preferences_preference_accuracy",
-                                         "eval_bundled_preferences_reward_margin"}
-    with pytest.raises(ValueError, match="judge"):
-        RoundEvaluator("my/sft", tokenizer, "alpaca", benchmarks=["mt_bench"])
-    assert RoundEvaluator("my/none", tokenizer, "alpaca")(model) == {}
-    with pytest.raises(ValueError, match="template"):
-        RoundEvaluator("my/sft", tokenizer, "nope")
+    assert set(round_evaluation("my/sft", "heldout_loss")(model)) == {"eval_loss", "eval_perplexity"}
+    # No held-out split: that benchmark is left out once, at load; with none left, evaluation is off.
+    assert round_evaluation("my/none", "heldout_loss") is None
+
+
+def test_sft_task_round_benchmarks_follow_the_dataset() -> None:
+    from config import RunConfig, ScriptArguments
+    from federated_learning.tasks import get_task
+
+    def names(dataset: str) -> list[str]:
+        cfg = RunConfig("sft", ScriptArguments(dataset_name=dataset), None)
+        return [b.name for b in get_task("sft").round_benchmarks(cfg)]
+
+    assert names("bundled/fin_sentiment") == ["heldout_loss", "bundled_sentiment"]
+    assert names("bundled/arithmetic") == ["heldout_loss", "bundled_arithmetic"]
+    assert names("vicgalle/alpaca-gpt4") == ["heldout_loss"]
 
 
 def test_stop_strings_cut_the_completion(tiny) -> None:

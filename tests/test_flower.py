@@ -101,8 +101,9 @@ def test_run_config_uses_the_simulation_flags(tmp_path: Path) -> None:
         {"config": "run.yaml", "args": "--prox_mu 0.5 --run_name 'a b'", "node-timeout": 12, "round-timeout": 0},
         app_dir=tmp_path,
     )
-    assert (settings.fed_args.num_rounds, settings.fed_args.fed_alg, settings.fed_args.prox_mu) == (7, "fedprox", 0.5)
-    assert settings.script_args.run_name == "a b"
+    fed = settings.cfg.fed
+    assert (settings.cfg.task, fed.num_rounds, fed.fed_alg, fed.prox_mu) == ("sft", 7, "fedprox", 0.5)
+    assert settings.cfg.script.run_name == "a b"
     assert (settings.node_timeout, settings.round_timeout) == (12.0, None)
 
 
@@ -110,7 +111,7 @@ def test_run_config_uses_the_simulation_flags(tmp_path: Path) -> None:
     ("run_config", "message"),
     [
         ({"args": "--no_such_flag 1"}, "no_such_flag"),
-        ({"args": "--num_rounds x"}, "invalid flag value"),
+        ({"args": "--num_rounds x"}, "invalid int value"),
         ({"args": "--run_name 'unclosed"}, "quotes"),
         ({"config": "missing.yaml"}, "missing.yaml"),
         ({"round-timeout": -1}, "round-timeout"),

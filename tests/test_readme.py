@@ -38,10 +38,15 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "training_scripts" / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_yaml_parses(path: Path) -> None:
-    from config import make_parser
+def test_every_shipped_yaml_parses_and_validates(path: Path, tmp_path: Path) -> None:
+    from federated_learning.checks import validate_flags
+    from federated_learning.cli import parse_run
+    from federated_learning.tasks import get_task
 
-    make_parser().parse_args_and_config(["--config", str(path)])
+    task = "dpo" if path.name.startswith("dpo") else "sft"
+    cfg = parse_run(task, ["--config", str(path), "--output_dir", str(tmp_path)])
+    validate_flags(cfg)
+    get_task(task).validate(cfg)
 
 
 @pytest.mark.parametrize("script", ["run_sft.sh"])
@@ -54,8 +59,8 @@ def test_shipped_script_flags_parse(tmp_path: Path, script: str) -> None:
     shim = tmp_path / "python"
     shim.write_text(
         f"#!/bin/sh\nshift\nexec {sys.executable} -c "
-        "'import sys; from config import parse_args, validate; s, f = parse_args(sys.argv[1:]); "
-        "print(s.dataset_name, f.num_clients, s.load_in_8bit)' \"$@\"\n"
+        "'import sys; from federated_learning.cli import parse_run; c = parse_run(\"sft\", sys.argv[1:]); "
+        "print(c.script.dataset_name, c.fed.num_clients, c.script.load_in_8bit)' \"$@\"\n"
     )
     shim.chmod(0o755)
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}

@@ -11,32 +11,32 @@ from utils.schedule import cosine_learning_rate
 
 
 def test_clients_deterministic_per_seed_and_round() -> None:
-    a = [sample_clients("fedavg", 20, 3, seed=7, server_round=r) for r in range(10)]
-    b = [sample_clients("fedavg", 20, 3, seed=7, server_round=r) for r in range(10)]
+    a = [sample_clients(None, 20, 3, seed=7, server_round=r) for r in range(10)]
+    b = [sample_clients(None, 20, 3, seed=7, server_round=r) for r in range(10)]
     assert a == b
     assert len({tuple(c) for c in a}) > 1  # rounds differ
-    assert sample_clients("fedavg", 20, 3, seed=8, server_round=0) != a[0] or a[1] != sample_clients(
+    assert sample_clients(None, 20, 3, seed=8, server_round=0) != a[0] or a[1] != sample_clients(
         "fedavg", 20, 3, seed=8, server_round=1
     )
 
 
 def test_clients_without_replacement_and_sorted() -> None:
     for r in range(50):
-        clients = sample_clients("fedavg", 10, 10, seed=1, server_round=r)
+        clients = sample_clients(None, 10, 10, seed=1, server_round=r)
         assert clients == list(range(10))
-        some = sample_clients("fedavg", 10, 4, seed=1, server_round=r)
+        some = sample_clients(None, 10, 4, seed=1, server_round=r)
         assert len(set(some)) == 4 and some == sorted(some) and all(0 <= c < 10 for c in some)
 
 
 def test_local_alg_trains_only_its_client() -> None:
-    assert sample_clients("local7", 10, 2, seed=0, server_round=3) == [7]
+    assert sample_clients(7, 10, 2, seed=0, server_round=3) == [7]
 
 
 def test_global_rng_untouched() -> None:
     random.seed(123)
     expected = random.random()
     random.seed(123)
-    sample_clients("fedavg", 100, 10, seed=0, server_round=5)
+    sample_clients(None, 100, 10, seed=0, server_round=5)
     sample_examples(1000, 50, seed=0, client_id=3, server_round=5)
     derive_seed(0, 3, 5)
     assert random.random() == expected

@@ -9,9 +9,9 @@ On ``bundled/fin_sentiment`` (Dirichlet split over ``label``) and ``bundled/arit
   each sampling ``--sample_clients`` of ``--num_clients`` clients per round, on the same split and
   the same client schedule (both follow ``--seed``).
 
-Each run is ``main_sft.main(argv)`` in this process (the model reloads from its safetensors cache
-in about a second); the round loop's ``RoundEvaluator`` scores the global adapter on the
-held-out, class-balanced test split before training, every ``--eval_every`` rounds and at the
+Each run is the SFT task's run (``main_sft.py``'s flags) in this process (the model reloads from
+its safetensors cache in about a second); the round loop's evaluation scores the global adapter on
+the held-out, class-balanced test split before training, every ``--eval_every`` rounds and at the
 end, into the run's ``metrics.jsonl``. This script reads those files and writes ``results.md``
 (rows: methods; columns: task metrics), ``results.json`` and ``accuracy_vs_round.png``.
 A finished run is not trained again, so an interrupted reproduction continues where it stopped.
@@ -30,13 +30,14 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+Evaluator = Callable[[Any], dict[str, float]]  # federated_learning.round_loop.Evaluator, without importing torch
 
 logger = logging.getLogger("reproduce_table")
 
@@ -48,7 +49,7 @@ DISPLAY_NAMES = {
 
 
 @dataclass(frozen=True)
-class Task:
+class BundledTask:
     """One bundled task: its dataset, the column the Dirichlet split skews, and its metrics."""
 
     name: str
@@ -58,8 +59,8 @@ class Task:
 
 
 TASKS = {
-    "sentiment": Task("sentiment", "bundled/fin_sentiment", "label", ("eval_accuracy", "eval_macro_f1")),
-    "arithmetic": Task("arithmetic", "bundled/arithmetic", "category", ("eval_exact_match",)),
+    "sentiment": BundledTask("sentiment", "bundled/fin_sentiment", "label", ("eval_accuracy", "eval_macro_f1")),
+    "arithmetic": BundledTask("arithmetic", "bundled/arithmetic", "category", ("eval_exact_match",)),
 }
 METRIC_NAMES = {"eval_accuracy": "accuracy", "eval_macro_f1": "macro-F1", "eval_exact_match": "exact match"}
 
@@ -141,7 +142,9 @@ def _names(text: str, valid: Sequence[str], flag: str) -> list[str]:
     return names
 
 
-def run_argv(task: Task, method: str, budget: Budget, model: str, runs_dir: Path, seed: int, threads: int) -> list[str]:
+def run_argv(
+    task: BundledTask, method: str, budget: Budget, model: str, runs_dir: Path, seed: int, threads: int
+) -> list[str]:
     """The main_sft command line of one (task, method) run."""
     return [
         "--model_name_or_path", model, "--dataset_name", task.dataset, "--dataset_sample", str(budget.dataset_sample),
@@ -179,34 +182,35 @@ def final_eval(records: Sequence[dict[str, Any]], num_rounds: int) -> dict[str, 
     return None
 
 
-def shared_base_evaluator(cache: dict[str, dict[str, float]]) -> type:
-    """A RoundEvaluator whose first call per dataset is computed once and then reused.
+def shared_base_scores(cache: dict[str, dict[str, float]], dataset: str) -> Callable[[Evaluator], Evaluator]:
+    """Wrap a run's round evaluation so that its first call, per dataset, is computed once and then reused.
 
     The round loop evaluates the untrained model before round 1. With a zero-initialised LoRA B
     that model is the base model in every run of a task, so its (deterministic, greedy) scores are
     the same in every run: evaluating them once per task saves a full evaluation per run.
     """
-    from evaluation.training_eval import RoundEvaluator
 
-    class SharedBaseEvaluator(RoundEvaluator):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.calls = 0
+    def wrap(evaluate: Evaluator) -> Evaluator:
+        calls = 0
 
-        def __call__(self, model: Any) -> dict[str, float]:
-            self.calls += 1
-            if self.calls > 1:
-                return super().__call__(model)
-            if self.dataset_name not in cache:
-                cache[self.dataset_name] = super().__call__(model)
-            return dict(cache[self.dataset_name])
+        def first_call_shared(model: Any) -> dict[str, float]:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                return evaluate(model)
+            if dataset not in cache:
+                cache[dataset] = evaluate(model)
+            return dict(cache[dataset])
 
-    return SharedBaseEvaluator
+        return first_call_shared
+
+    return wrap
 
 
-def train_one(task: Task, method: str, args: argparse.Namespace, model: str, runs_dir: Path) -> dict[str, Any]:
+def train_one(task: BundledTask, method: str, args: argparse.Namespace, model: str, runs_dir: Path) -> dict[str, Any]:
     """Train (or reuse) one run; return its final metrics, curves, client size and wall time."""
-    import main_sft
+    from federated_learning.cli import parse_run
+    from federated_learning.run import run
 
     run_dir = runs_dir / task.name / method
     records = read_metrics(run_dir)
@@ -216,9 +220,8 @@ def train_one(task: Task, method: str, args: argparse.Namespace, model: str, run
             shutil.rmtree(run_dir)  # an unfinished or stale run: start it over
         logger.info("=== %s / %s", task.name, method)
         start = time.perf_counter()
-        # main_sft builds its evaluator from this name; patch.object fails loudly if that changes.
-        with patch.object(main_sft, "RoundEvaluator", shared_base_evaluator(args.base_eval_cache)):
-            main_sft.main(run_argv(task, method, args.budget, model, runs_dir, args.seed, args.torch_threads))
+        cfg = parse_run("sft", run_argv(task, method, args.budget, model, runs_dir, args.seed, args.torch_threads))
+        run(cfg, wrap_evaluator=shared_base_scores(args.base_eval_cache, task.dataset))
         seconds = time.perf_counter() - start
         gc.collect()  # drop the previous run's model before the next one loads
         records = read_metrics(run_dir)
@@ -244,12 +247,12 @@ def _fmt(value: float | None, as_percent: bool = True) -> str:
     return f"{100 * value:.1f}" if as_percent else f"{value:.3f}"
 
 
-def table_rows(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequence[Task],
+def table_rows(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequence[BundledTask],
                methods: Sequence[str]) -> list[tuple[str, list[float | None]]]:
     """(method label, one value per task metric) rows: base model, local clients, their mean, FL algorithms."""
     columns = [(task, metric) for task in tasks for metric in task.metrics]
 
-    def value(method: str, task: Task, metric: str) -> float | None:
+    def value(method: str, task: BundledTask, metric: str) -> float | None:
         run = results.get(task.name, {}).get(method)
         return None if run is None else run["final"].get(metric)
 
@@ -274,7 +277,7 @@ def table_rows(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequence[Ta
     return rows
 
 
-def render_markdown(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequence[Task], methods: Sequence[str],
+def render_markdown(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequence[BundledTask], methods: Sequence[str],
                     budget: Budget, model: str, seed: int, total_seconds: float) -> str:
     """results.md: the setup, the table and the check of the paper's claim against local training."""
     header = ["Method"] + [f"{t.name} {METRIC_NAMES.get(m, m)}" for t in tasks for m in t.metrics]
@@ -302,7 +305,7 @@ def render_markdown(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequen
     return "\n".join(lines) + "\n"
 
 
-def claim_check(rows: Sequence[tuple[str, list[float | None]]], tasks: Sequence[Task]) -> list[str]:
+def claim_check(rows: Sequence[tuple[str, list[float | None]]], tasks: Sequence[BundledTask]) -> list[str]:
     """One line per headline metric: which FL algorithms beat the mean local-only client."""
     mean_row = next((values for label, values in rows if label.startswith("Local only: mean")), None)
     if mean_row is None:
@@ -322,7 +325,7 @@ def claim_check(rows: Sequence[tuple[str, list[float | None]]], tasks: Sequence[
     return out
 
 
-def plot_curves(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequence[Task], methods: Sequence[str],
+def plot_curves(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequence[BundledTask], methods: Sequence[str],
                 path: Path) -> None:
     """Headline metric vs round, one panel per task: FL algorithms solid, local clients dashed grey."""
     from matplotlib.figure import Figure

@@ -6,7 +6,8 @@
 #   bash training_scripts/run_flower_local.sh [options] -- <main_sft.py flags>
 #   bash training_scripts/run_flower_local.sh --dpo [options] -- <main_dpo.py flags>
 #
-#   --dpo                federated DPO (main_dpo.py's flags and defaults) instead of SFT
+#   --task NAME          the training task (default sft; its flags and defaults, e.g. dpo: main_dpo.py's)
+#   --dpo                the same as --task dpo
 #   --nodes N            SuperNodes to start (default: --num_clients from the flags)
 #   --simulation         no SuperNodes: the SuperLink runs N virtual nodes with Ray
 #   --client-cpus C      simulation: CPUs per virtual node (default 1)
@@ -40,6 +41,7 @@ NODE_DATA=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --nodes) NODES="$2"; shift 2 ;;
+        --task) MODE="$2"; shift 2 ;;
         --dpo) MODE=dpo; shift ;;
         --simulation) SIMULATION=1; shift ;;
         --client-cpus) CLIENT_CPUS="$2"; shift 2 ;;
@@ -49,7 +51,7 @@ while [ $# -gt 0 ]; do
         --round-timeout) ROUND_TIMEOUT="$2"; shift 2 ;;
         --log-dir) LOG_DIR="$2"; shift 2 ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run_flower_local.sh: unknown option $1 (flags for the run go after --; see --help)" >&2; exit 2 ;;
     esac
 done
@@ -64,13 +66,11 @@ if [ -z "$NODES" ]; then  # one SuperNode per client: --num_clients, from the fl
     done
 fi
 if [ -z "$NODES" ]; then
-    # ... else as main_<mode>.py would read it (a --config YAML, or the default).
+    # ... else as the task's parser reads it (a --config YAML, or the task's default).
     NODES="$(PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c 'import sys
-from config import parse_args
-if sys.argv[1] == "dpo":
-    from main_dpo import parse_dpo_args as parse_args
-print(parse_args(sys.argv[2:])[1].num_clients)' "$MODE" "${FLAGS[@]}" 2>/dev/null | tail -n 1)" \
-        || { echo "run_flower_local.sh: the flags after -- do not parse (try: python main_$MODE.py ${FLAGS[*]} --help)" >&2; exit 2; }
+from federated_learning.cli import parse_run
+print(parse_run(sys.argv[1], sys.argv[2:]).fed.num_clients)' "$MODE" "${FLAGS[@]}" 2>/dev/null | tail -n 1)" \
+        || { echo "run_flower_local.sh: the flags after -- do not parse for task $MODE (see: python main_sft.py --help)" >&2; exit 2; }
 fi
 case "$NODES" in ''|*[!0-9]*|0) echo "run_flower_local.sh: --nodes must be a positive integer, got '$NODES'" >&2; exit 2 ;; esac
 if [ ${#NODE_DATA[@]} -gt 0 ] && [ ${#NODE_DATA[@]} -ne "$NODES" ]; then
@@ -175,7 +175,7 @@ address = "$LINK"
 insecure = true
 EOF
 
-# The run flags travel as one shell-quoted string (run config "args"), read by main_<mode>.py's parser.
+# The run flags travel as one shell-quoted string (run config "args"), read by the task's own parser.
 "$PY" -c '
 import json, shlex, sys
 print("mode = " + json.dumps(sys.argv[3]))

@@ -29,11 +29,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import datasets
+from typing import TYPE_CHECKING, Any
 
 from utils.sft_data import BUILDERS, HUB_SFT_DATASETS, KEPT_COLUMNS, local_data_root, read_files, text_value
+
+if TYPE_CHECKING:
+    import datasets
 
 logger = logging.getLogger(__name__)
 
@@ -282,6 +283,8 @@ def validate_dpo_data_args(dataset_name: str, local_data_dir: str | None, split:
 
 
 def _read_raw(dataset_name: str, source: _Source, split: str) -> datasets.Dataset:
+    import datasets
+
     if source.kind == "bundled":
         return importlib.import_module("utils.bundled").load_bundled(dataset_name, split)
     if source.kind == "hub":

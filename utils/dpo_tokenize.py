@@ -9,7 +9,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from federated_learning.partition import SOURCE_ROW
+from utils.constants import SOURCE_ROW
 from utils.templates import Template, get_template
 
 logger = logging.getLogger(__name__)

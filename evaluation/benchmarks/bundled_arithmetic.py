@@ -16,13 +16,13 @@ class BundledArithmetic(BundledBenchmark):
     """GSM8K-style word problems with answers held out by construction."""
 
     name = "bundled_arithmetic"
-    dataset = "bundled/arithmetic"
-    max_new_tokens: ClassVar[int] = 96
+    scores_dataset = "bundled/arithmetic"
     metric_names: ClassVar[tuple[str, ...]] = ("exact_match",)
 
     def normalize(self, rows: list[Row]) -> list[Row]:
-        return [{"id": i, "instruction": r["instruction"], "category": r.get("category"),
-                 "reference": extract_final_number(r["response"])} for i, r in enumerate(rows)]
+        return self.scorable([{"id": i, "instruction": r["instruction"], "response": r["response"],
+                               "category": r.get("category"), "reference": extract_final_number(r["response"])}
+                              for i, r in enumerate(rows)])
 
     def extract(self, completion: str, example: Row) -> Any:
         return extract_final_number(completion)

@@ -16,13 +16,12 @@ class BundledSentiment(BundledBenchmark):
     """Three-way sentiment of generated finance news, labels held out by construction."""
 
     name = "bundled_sentiment"
-    dataset = "bundled/fin_sentiment"
-    max_new_tokens: ClassVar[int] = 8
+    scores_dataset = "bundled/fin_sentiment"
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "weighted_f1")
 
     def normalize(self, rows: list[Row]) -> list[Row]:
-        return [{"id": i, "instruction": r["instruction"], "reference": extract_sentiment(r["response"])}
-                for i, r in enumerate(rows)]
+        return self.scorable([{"id": i, "instruction": r["instruction"], "response": r["response"],
+                               "reference": extract_sentiment(r["response"])} for i, r in enumerate(rows)])
 
     def extract(self, completion: str, example: Row) -> Any:
         return extract_sentiment(completion)

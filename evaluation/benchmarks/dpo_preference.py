@@ -1,24 +1,63 @@
 """DPO preference metrics on a preference dataset's held-out split: implicit-reward accuracy and margin.
 
+DPO's implicit reward of an answer y to a prompt x is ``r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x))``,
+pi_ref the model's reference policy (``utils.model.reference_policy``: its frozen ``ref`` adapter,
+else the base model with the adapter disabled; a plain model is its own reference). On held-out
+pairs it reports
+
+- ``preference_accuracy``: share of pairs with r(chosen) > r(rejected), a tie counting one half
+  (before training the policy is the reference, every margin is 0 and the accuracy is 0.5);
+- ``reward_margin``: mean r(chosen) - r(rejected); ``dpo_loss``: mean -log sigmoid(margin);
+- ``likelihood_accuracy``: share of pairs where the policy itself gives the chosen answer the
+  higher log-probability (meaningful before training too);
+- ``pairs``: pairs scored (a pair whose answers are cut away by ``--seq_length`` is left out);
+- ``preference_accuracy/<category>`` per value of a ``category`` column, when the pairs have one.
+
 The dataset is ``--preference_dataset`` (any name ``utils.dpo_data.load_dpo_dataset`` accepts:
 ``bundled/preferences``, the OpenFedLLM hub datasets, local files; ``--local_data_dir`` as in
-training), held-out split (``test``, or ``test_prefs`` for UltraFeedback). Rows are rendered and
-tokenised as DPO training does, and the metrics are those of ``evaluation.preference_eval`` (the
-round loop's DPO evaluator): with r = beta * (log pi(y|x) - log pi_ref(y|x)), pi_ref the run's
-reference (the adapter disabled), preference accuracy (ties count one half), mean reward margin,
-mean DPO loss, and likelihood accuracy (log pi(chosen) > log pi(rejected), which needs no reference).
-A plain base model is its own reference: margin 0, accuracy 0.5.
+training), held-out split (``test``, or ``test_prefs`` for UltraFeedback's ``train_prefs``). Rows
+are rendered and tokenised as DPO training does (``utils.dpo_tokenize``). With
+``cache_reference`` (a training run's round evaluation: its reference is fixed) the reference
+log-probabilities are computed once and kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
-from evaluation.logprobs import completion_logprobs
+from evaluation.logprobs import CompletionLogProb, completion_logprobs
 from evaluation.registry import Benchmark, BenchmarkResult, EvalSettings, Row, register
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def preference_metrics(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+) -> dict[str, float]:
+    """Accuracy, margin and loss of the implicit reward from per-pair summed log-probabilities (1-D tensors)."""
+    margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+
+    def share_greater(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(((a > b).double() + 0.5 * (a == b).double()).mean())
+
+    return {
+        "preference_accuracy": share_greater(margin, torch.zeros_like(margin)),
+        "reward_margin": float(margin.double().mean()),
+        "dpo_loss": float(F.softplus(-margin.double()).mean()),
+        "likelihood_accuracy": share_greater(policy_chosen, policy_rejected),
+        "pairs": float(margin.numel()),
+    }
 
 
 def _reference(model: torch.nn.Module) -> contextlib.AbstractContextManager:
@@ -27,7 +66,7 @@ def _reference(model: torch.nn.Module) -> contextlib.AbstractContextManager:
 
     if not isinstance(model, PeftModel):
         return contextlib.nullcontext()
-    from federated_learning.trainers import reference_policy
+    from utils.model import reference_policy
 
     return reference_policy(model)
 
@@ -38,24 +77,37 @@ class DPOPreference(Benchmark):
 
     name = "dpo_preference"
     offline = True  # with the default, bundled dataset
+    shuffled = True
     local_layout = "--preference_dataset (see utils/dpo_data.py): prompt, chosen, rejected; bundled by default"
     metric_names = ("preference_accuracy", "reward_margin", "dpo_loss", "likelihood_accuracy")
     pinned_dataset: str | None = None  # subclasses evaluate one fixed dataset
+
+    def __init__(self) -> None:
+        self._cached_reference: list[CompletionLogProb] | None = None
 
     def raw_rows(self, settings: EvalSettings) -> list[Row]:
         from utils.dpo_data import default_split, heldout_split, load_dpo_dataset
 
         name = self.pinned_dataset or settings.preference_dataset
-        split = heldout_split(default_split(name))
+        split = heldout_split(default_split(name, None if self.pinned_dataset else settings.preference_split))
         return [dict(r) for r in load_dpo_dataset(name, settings.local_data_dir, 0, split, settings.seed)]
 
     def normalize(self, rows: list[Row]) -> list[Row]:
         return [{"id": i, **row, "reference": "chosen"} for i, row in enumerate(rows)]
 
+    def _reference_logprobs(self, model: torch.nn.Module, score: callable, settings: EvalSettings
+                            ) -> list[CompletionLogProb]:
+        if settings.cache_reference and self._cached_reference is not None:
+            return self._cached_reference
+        with _reference(model):
+            reference = score()
+        if settings.cache_reference:
+            self._cached_reference = reference
+        return reference
+
     def evaluate(
         self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, examples: list[Row], settings: EvalSettings
     ) -> BenchmarkResult:
-        from evaluation.preference_eval import preference_metrics
         from utils.dpo_tokenize import render_preference_row
         from utils.templates import get_template
 
@@ -63,21 +115,30 @@ class DPOPreference(Benchmark):
         rendered = [render_preference_row(ex, template, tokenizer) for ex in examples]
         prompts = [r[0] for r in rendered] * 2
         completions = [r[1] for r in rendered] + [r[2] for r in rendered]
-        kwargs = {"seq_length": settings.seq_length, "batch_size": settings.batch_size, "bf16": settings.bf16}
-        policy = completion_logprobs(model, tokenizer, prompts, completions, **kwargs)
-        with _reference(model):
-            reference = completion_logprobs(model, tokenizer, prompts, completions, **kwargs)
+
+        def score() -> list[CompletionLogProb]:
+            return completion_logprobs(model, tokenizer, prompts, completions, seq_length=settings.seq_length,
+                                       batch_size=settings.batch_size, bf16=settings.bf16)
+
+        reference = self._reference_logprobs(model, score, settings)
+        policy = score()
         n = len(examples)
         kept = [i for i in range(n) if policy[i].num_tokens and policy[n + i].num_tokens]
         if not kept:
             raise ValueError(f"{self.name}: no pair keeps an answer token within --seq_length {settings.seq_length}")
 
-        def column(scores: list, offset: int) -> torch.Tensor:
-            return torch.tensor([scores[offset + i].logprob for i in kept], dtype=torch.float64)
+        def column(scores: Sequence[CompletionLogProb], offset: int, rows: Sequence[int]) -> torch.Tensor:
+            return torch.tensor([scores[offset + i].logprob for i in rows], dtype=torch.float64)
 
-        metrics = preference_metrics(column(policy, 0), column(policy, n), column(reference, 0),
-                                     column(reference, n), settings.dpo_beta)
-        metrics = {key.removeprefix("eval_"): value for key, value in metrics.items()}
+        def metrics_of(rows: Sequence[int]) -> dict[str, float]:
+            return preference_metrics(column(policy, 0, rows), column(policy, n, rows), column(reference, 0, rows),
+                                      column(reference, n, rows), settings.dpo_beta)
+
+        metrics = metrics_of(kept)
+        categories = {i: str(examples[i]["category"]) for i in kept if examples[i].get("category") is not None}
+        for category in sorted(set(categories.values())):
+            rows = [i for i in kept if categories.get(i) == category]
+            metrics[f"preference_accuracy/{category}"] = metrics_of(rows)["preference_accuracy"]
         records = []
         for i, (ex, (prompt, chosen, rejected)) in enumerate(zip(examples, rendered, strict=True)):
             margin = settings.dpo_beta * ((policy[i].logprob - reference[i].logprob)

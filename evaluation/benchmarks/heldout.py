@@ -20,6 +20,7 @@ class HeldOutLoss(Benchmark):
 
     name = "heldout_loss"
     offline = True  # with the default, bundled dataset
+    shuffled = True
     local_layout = "--sft_dataset's test split (see utils/sft_data.py; bundled by default)"
     metric_names = ("loss", "perplexity")
 

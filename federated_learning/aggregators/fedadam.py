@@ -4,18 +4,17 @@
     v <- beta2 * v + (1 - beta2) * Δ̄²
     x <- x + eta * m / (sqrt(v) + tau)
 
-with m_0 = 0, v_0 = tau², no bias correction; the shared stage is ``fedopt.FedOpt``.
+with m_0 = 0, v_0 = tau², no bias correction; the shared stage is ``_fedopt.FedOpt``.
 
-``--fedopt_variant openfedllm``: Δ̄ unweighted, m = Δ̄ at the first aggregation, and m² in place
-of Δ̄² in the v update (v <- beta2 * v + (1 - beta2) * m²).
+``--fedopt_variant openfedllm``: OpenFedLLM's form, ``_openfedllm.OpenFedLLMFedAdam``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from federated_learning.aggregators.fedopt import FedOpt
-from federated_learning.aggregators.registry import register
+from federated_learning.aggregators._fedopt import FedOpt
+from federated_learning.aggregators._registry import register
 
 
 @register

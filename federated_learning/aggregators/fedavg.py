@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from federated_learning.aggregators.base import Aggregator
-from federated_learning.aggregators.registry import register
+from federated_learning.aggregators._base import Aggregator
+from federated_learning.aggregators._registry import register
 from federated_learning.state import weighted_average
 from federated_learning.types import ClientUpdate, StateDict
 

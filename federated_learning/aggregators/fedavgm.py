@@ -1,19 +1,14 @@
 """FedAvgM (Hsu, Qi and Brown, 2019, "Measuring the Effects of Non-Identical Data Distribution for
 Federated Visual Classification", arXiv:1909.06335): FedAvg with server momentum.
 
-Paper form (default), with beta = ``--server_momentum``, eta_s = ``--server_lr``, v_0 = 0:
+With beta = ``--server_momentum``, eta_s = ``--server_lr``, v_0 = 0:
 
     Δ̄ = Σ_i n_i (y_i - x) / Σ_i n_i,     v <- beta * v + Δ̄,     x <- x + eta_s * v
 
-(with beta = 0 and eta_s = 1 this is FedAvg).
+(with beta = 0 and eta_s = 1 this is FedAvg). ``--fedopt_variant openfedllm`` runs OpenFedLLM's
+exponential moving average instead (``_openfedllm.OpenFedLLMFedAvgM``).
 
-``--fedopt_variant openfedllm`` reproduces OpenFedLLM: an exponential moving average of Δ̄ with
-beta = ``--fedopt_beta1`` (it has no ``server_momentum``), the first aggregation taking v = Δ̄,
-and no server learning rate:
-
-    v <- Δ̄ on the first round, else beta1 * v + (1 - beta1) * Δ̄;     x <- x + v
-
-Deliberate differences (both variants): arithmetic in float32, the adapter keeping its dtype.
+Deliberate differences: arithmetic in float32, the adapter keeping its dtype.
 """
 
 from __future__ import annotations
@@ -23,14 +18,11 @@ from typing import Any
 
 import torch
 
-from federated_learning.aggregators.base import Aggregator
-from federated_learning.aggregators.pseudo_gradient import (
-    apply_step,
-    check_same_keys,
-    clone_state,
-    mean_delta,
-)
-from federated_learning.aggregators.registry import register
+from config import FedArguments
+from federated_learning.aggregators._base import Aggregator
+from federated_learning.aggregators._hyperparameters import check_hyperparameters
+from federated_learning.aggregators._pseudo_gradient import apply_step, check_same_keys, clone_state, mean_delta
+from federated_learning.aggregators._registry import register
 from federated_learning.types import ClientUpdate, StateDict
 
 
@@ -40,43 +32,33 @@ class FedAvgM(Aggregator):
 
     name = "fedavgm"
 
-    def __init__(self, **hyperparameters: Any) -> None:
-        """Read ``server_momentum``/``server_lr`` (paper) or ``fedopt_beta1`` (openfedllm)."""
-        super().__init__(**hyperparameters)
-        self.openfedllm = self.variant() == "openfedllm"
-        if self.openfedllm:
-            flag, self.server_lr = "--fedopt_beta1", 1.0
-            self.momentum = float(self.hparam("fedopt_beta1"))
-        else:
-            flag, self.server_lr = "--server_momentum", float(self.hparam("server_lr"))
-            self.momentum = float(self.hparam("server_momentum"))
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"{flag} must be in [0, 1), got {self.momentum}")
-        if not self.server_lr > 0:
-            raise ValueError(f"--server_lr must be > 0, got {self.server_lr}")
+    def __init__(
+        self, *, server_lr: float = FedArguments.server_lr, server_momentum: float = FedArguments.server_momentum
+    ) -> None:
+        """``server_lr`` (eta_s > 0) and ``server_momentum`` (beta in [0, 1))."""
+        check_hyperparameters(server_lr=server_lr, server_momentum=server_momentum)
+        self.server_lr = float(server_lr)
+        self.momentum = float(server_momentum)
         self.steps = 0
         self.v: StateDict | None = None
+
+    def next_momentum(self, delta: StateDict) -> StateDict:
+        """v <- beta * v + Δ̄ (v_0 = 0)."""
+        if self.v is None:
+            return delta
+        return {k: self.momentum * self.v[k] + d for k, d in delta.items()}
 
     @torch.no_grad()
     def aggregate(
         self, global_params: StateDict, updates: Sequence[ClientUpdate], server_round: int
     ) -> StateDict:
-        """v <- beta v + Δ̄ (openfedllm: EMA), x <- x + eta_s v."""
+        """v <- next_momentum(Δ̄), x <- x + eta_s v."""
         delta = mean_delta(global_params, updates, weighted=True)
         if self.v is not None:
             check_same_keys(self.v, global_params, "momentum v")
-        if self.openfedllm:
-            if self.steps == 0 or self.v is None:
-                new_v = delta
-            else:
-                new_v = {k: self.momentum * self.v[k] + (1 - self.momentum) * d for k, d in delta.items()}
-        elif self.v is None:
-            new_v = delta  # beta * 0 + Δ̄
-        else:
-            new_v = {k: self.momentum * self.v[k] + d for k, d in delta.items()}
-        self.v = new_v
+        self.v = self.next_momentum(delta)
         self.steps += 1
-        return apply_step(global_params, new_v, self.server_lr)
+        return apply_step(global_params, self.v, self.server_lr)
 
     def state_dict(self) -> dict[str, Any]:
         """{"steps": rounds aggregated, "v": {key: float32 tensor}} ("v" once allocated)."""

@@ -27,11 +27,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from federated_learning.aggregators.base import ClientHook
+from config import FedArguments
+from federated_learning.aggregators._base import ClientAlgorithm, ClientHook
+from federated_learning.aggregators._hyperparameters import check_hyperparameters
+from federated_learning.aggregators._registry import register
 from federated_learning.aggregators.fedavg import FedAvg
-from federated_learning.aggregators.registry import register
 from federated_learning.types import StateDict
 
 
@@ -52,9 +53,7 @@ class FedProxHook(ClientHook):
         return self._anchors[key]
 
     @torch.no_grad()
-    def on_pre_optimizer_step(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Add the proximal gradient to each trainable parameter's (accumulated, clipped) gradient."""
         if self.mu == 0:
             return
@@ -66,24 +65,27 @@ class FedProxHook(ClientHook):
                 param.grad.add_(prox.to(param.grad.dtype))
 
 
-@register
-class FedProx(FedAvg):
-    """FedAvg on the server; clients add the proximal gradient mu * (w - w_t)."""
+class FedProxClient(ClientAlgorithm):
+    """FedProx's client side: the proximal hook."""
 
-    name = "fedprox"
+    def __init__(self, *, prox_mu: float = FedArguments.prox_mu) -> None:
+        """``prox_mu`` >= 0; with 0 no hook is installed and local training is exactly FedAvg's."""
+        check_hyperparameters(prox_mu=prox_mu)
+        self.mu = float(prox_mu)
 
-    def __init__(self, **hyperparameters: Any) -> None:
-        """Read ``prox_mu`` (>= 0)."""
-        super().__init__(**hyperparameters)
-        self.mu = float(self.hparam("prox_mu"))
-        if not self.mu >= 0:
-            raise ValueError(f"--prox_mu must be >= 0, got {self.mu}")
-
-    def client_hooks(
+    def hooks(
         self,
         payload: Mapping[str, StateDict],
         global_params: StateDict,
         trainable: Mapping[str, torch.nn.Parameter],
     ) -> list[ClientHook]:
-        """The proximal hook, or none when mu = 0 (then local training is exactly FedAvg's)."""
+        """The proximal hook, or none when mu = 0."""
         return [FedProxHook(self.mu, global_params, trainable)] if self.mu > 0 else []
+
+
+@register
+class FedProx(FedAvg):
+    """FedAvg on the server; clients add the proximal gradient mu * (w - w_t)."""
+
+    name = "fedprox"
+    client_class = FedProxClient

@@ -36,14 +36,12 @@ Adam's preconditioner; the control variates stay in gradient units (see above), 
 point of the federation is still the global optimum, where every corrected gradient vanishes.
 With ``--server_lr 1`` the new global adapter is exactly FedAvg's weighted mean.
 
-``--fedopt_variant openfedllm`` reproduces OpenFedLLM's client: the correction is applied to the
-parameters after each optimizer step (w <- w - eta_l * (c - c_i)), which equals the gradient form
-for plain SGD but not for AdamW, and c_i+ comes from the drift, (x - y_i) / (K eta_l); its server
-ignores ``--server_lr`` (x <- weighted mean). Other deliberate differences (both variants): K * eta_l
-is the sum of the learning rates the optimizer used (read from its param groups, per parameter)
-where OpenFedLLM divides by max_steps * learning_rate (equal under its constant schedule); c_i is
-allocated only for sampled clients (OpenFedLLM: all N, same values); server arithmetic in float32;
-a fp16 step skipped by the loss scaler still counts in K * eta_l.
+``--fedopt_variant openfedllm`` runs OpenFedLLM's client and server (``_openfedllm.OpenFedLLMScaffold``).
+Other deliberate differences: K * eta_l is the sum of the learning rates the optimizer used (read
+from its param groups, per parameter) where OpenFedLLM divides by max_steps * learning_rate (equal
+under its constant schedule); c_i is allocated only for sampled clients (OpenFedLLM: all N, same
+values); server arithmetic in float32; a fp16 step skipped by the loss scaler still counts in
+K * eta_l.
 """
 
 from __future__ import annotations
@@ -53,10 +51,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from federated_learning.aggregators.base import Aggregator, ClientHook
-from federated_learning.aggregators.pseudo_gradient import (
+from config import FedArguments
+from federated_learning.aggregators._base import Aggregator, ClientAlgorithm, ClientHook
+from federated_learning.aggregators._hyperparameters import check_hyperparameters
+from federated_learning.aggregators._pseudo_gradient import (
     apply_step,
     check_same_keys,
     check_updates,
@@ -64,7 +63,7 @@ from federated_learning.aggregators.pseudo_gradient import (
     mean_delta,
     zeros_like_state,
 )
-from federated_learning.aggregators.registry import register
+from federated_learning.aggregators._registry import register
 from federated_learning.state import weighted_average
 from federated_learning.types import ClientUpdate, StateDict
 
@@ -75,26 +74,24 @@ DELTA_C = "delta_c"
 
 
 class ScaffoldHook(ClientHook):
-    """Client side of SCAFFOLD for one client-round: corrects steps, then reports Δc_i."""
+    """Client side of SCAFFOLD for one client-round: corrects the gradients, then reports Δc_i."""
 
     def __init__(
         self,
         payload: Mapping[str, StateDict],
         global_params: StateDict,
         trainable: Mapping[str, torch.nn.Parameter],
-        post_step: bool = False,
     ) -> None:
-        """``payload`` holds "c" and "c_i" (absent: zeros); ``post_step`` selects OpenFedLLM's form."""
+        """``payload`` holds "c" and "c_i" (absent: zeros)."""
         self.trainable = dict(trainable)
         self.global_params = global_params
         self.c = payload.get("c")
         self.c_i = payload.get("c_i")
-        self.post_step = post_step
         self.steps = 0
         self.lr_sums = dict.fromkeys(self.trainable, 0.0)
         self._last_lr = dict.fromkeys(self.trainable, 0.0)
         self._corrections: dict[str, torch.Tensor] = {}
-        self._grad_sums: dict[str, torch.Tensor] = {}  # Σ_k eta_k g_k (paper form), float32
+        self._grad_sums: dict[str, torch.Tensor] = {}  # Σ_k eta_k g_k, float32
         self._extras: dict[str, StateDict] | None = None
 
     def _correction(self, key: str, param: torch.nn.Parameter) -> torch.Tensor:
@@ -108,24 +105,28 @@ class ScaffoldHook(ClientHook):
             self._corrections[key] = corr.to(param.device)
         return self._corrections[key]
 
-    def _learning_rates(self, optimizer: Any) -> dict[str, float]:
+    def _variate(self, which: StateDict | None, key: str) -> torch.Tensor:
+        """c[key] or c_i[key] in float32 on the CPU (zeros when not allocated yet)."""
+        if which is None:
+            return torch.zeros(self.trainable[key].shape, dtype=torch.float32)
+        return which[key].float()
+
+    def _record_learning_rates(self, optimizer: Any) -> None:
+        """Add this step's per-parameter learning rates to K * eta_l."""
         if optimizer is None:
             raise RuntimeError("the SCAFFOLD hook needs the optimizer (transformers passes optimizer= to callbacks)")
         by_param = {id(p): float(group["lr"]) for group in optimizer.param_groups for p in group["params"]}
-        # A parameter the optimizer does not hold is never updated: it takes no step (lr 0).
-        return {key: by_param.get(id(param), 0.0) for key, param in self.trainable.items()}
-
-    @torch.no_grad()
-    def on_pre_optimizer_step(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        """Record this step's learning rates; paper form: add eta_k g_k to Σ, then (c - c_i) to g."""
         self.steps += 1
-        for key, lr in self._learning_rates(kwargs.get("optimizer")).items():
+        for key, param in self.trainable.items():
+            # A parameter the optimizer does not hold is never updated: it takes no step (lr 0).
+            lr = by_param.get(id(param), 0.0)
             self.lr_sums[key] += lr
             self._last_lr[key] = lr
-        if self.post_step:
-            return
+
+    @torch.no_grad()
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Record this step's learning rates, add eta_k g_k to Σ, then (c - c_i) to g."""
+        self._record_learning_rates(kwargs.get("optimizer"))
         for key, param in self.trainable.items():
             if param.grad is not None:
                 if key not in self._grad_sums:
@@ -137,36 +138,24 @@ class ScaffoldHook(ClientHook):
             else:
                 param.grad.add_(corr.to(param.grad.dtype))
 
-    @torch.no_grad()
-    def on_optimizer_step(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        """OpenFedLLM form only: w <- w - eta_l * (c - c_i) after the optimizer step."""
-        if not self.post_step:
-            return
-        for key, param in self.trainable.items():
-            param.sub_((self._correction(key, param) * self._last_lr[key]).to(param.dtype))
+    def delta_c(self, key: str, param: torch.nn.Parameter) -> torch.Tensor:
+        """Δc_i = c_i+ - c_i for one parameter, c_i+ the lr-weighted mean of its uncorrected gradients."""
+        grad_sum = self._grad_sums.get(key)
+        c_i = self._variate(self.c_i, key)
+        mean_grad = (grad_sum.cpu() / self.lr_sums[key]) if grad_sum is not None else torch.zeros_like(c_i)
+        return mean_grad - c_i
 
     @torch.no_grad()
-    def on_train_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        """Compute Δc_i = c_i+ - c_i: paper form from the recorded gradients, OpenFedLLM's from the drift."""
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Compute Δc_i of every parameter once local training has ended."""
         delta = {}
         for key, param in self.trainable.items():
             if self.lr_sums[key] <= 0:
                 # No step was taken: c_i+ is undefined, so the client's variate is left as it was.
                 logger.warning("SCAFFOLD: %s took no optimizer step this round; its control variate is kept", key)
                 delta[key] = torch.zeros(param.shape, dtype=torch.float32)
-            elif self.post_step:
-                c = self.c[key].float() if self.c is not None else torch.zeros(param.shape, dtype=torch.float32)
-                drift = self.global_params[key].float() - param.detach().to("cpu", torch.float32)
-                delta[key] = drift / self.lr_sums[key] - c
             else:
-                c_i = self.c_i[key].float() if self.c_i is not None else torch.zeros(param.shape, dtype=torch.float32)
-                grad_sum = self._grad_sums.get(key)
-                mean_grad = (grad_sum.cpu() / self.lr_sums[key]) if grad_sum is not None else torch.zeros_like(c_i)
-                delta[key] = mean_grad - c_i
+                delta[key] = self.delta_c(key, param)
         self._extras = {DELTA_C: delta}
 
     def extras(self) -> dict[str, StateDict]:
@@ -176,23 +165,35 @@ class ScaffoldHook(ClientHook):
         return self._extras
 
 
+class ScaffoldClient(ClientAlgorithm):
+    """SCAFFOLD's client side: one correction hook per client-round."""
+
+    hook_class: type[ScaffoldHook] = ScaffoldHook
+
+    def hooks(
+        self,
+        payload: Mapping[str, StateDict],
+        global_params: StateDict,
+        trainable: Mapping[str, torch.nn.Parameter],
+    ) -> list[ClientHook]:
+        """The correction hook, from the payload's c and c_i."""
+        return [self.hook_class(payload, global_params, trainable)]
+
+
 @register
 class Scaffold(Aggregator):
     """SCAFFOLD server: FedAvg step scaled by ``server_lr``, plus control-variate bookkeeping."""
 
     name = "scaffold"
+    client_class = ScaffoldClient
 
-    def __init__(self, **hyperparameters: Any) -> None:
-        """Read ``server_lr`` (> 0), ``num_clients`` (N, required) and ``fedopt_variant``."""
-        super().__init__(**hyperparameters)
-        self.server_lr = float(self.hparam("server_lr"))
-        self.post_step = self.variant() == "openfedllm"
-        num_clients = self.hparam("num_clients")
-        if num_clients is None or int(num_clients) < 1:
-            raise ValueError(f"scaffold needs --num_clients >= 1 (N, all clients, sampled or not); got {num_clients}")
-        if not self.server_lr > 0:
-            raise ValueError(f"--server_lr must be > 0, got {self.server_lr}")
+    def __init__(self, *, num_clients: int | None = None, server_lr: float = FedArguments.server_lr) -> None:
+        """``num_clients`` (N, every client, sampled or not; required) and ``server_lr`` (eta_g > 0)."""
+        if num_clients is None:
+            raise ValueError("scaffold needs num_clients (N: all clients, sampled or not), e.g. --num_clients 10")
+        check_hyperparameters(num_clients=num_clients, server_lr=server_lr)
         self.num_clients = int(num_clients)
+        self.server_lr = float(server_lr)
         self.c: StateDict | None = None
         self.c_i: dict[int, StateDict] = {}
 
@@ -205,14 +206,11 @@ class Scaffold(Aggregator):
             payload["c_i"] = self.c_i[client_id]
         return payload
 
-    def client_hooks(
-        self,
-        payload: Mapping[str, StateDict],
-        global_params: StateDict,
-        trainable: Mapping[str, torch.nn.Parameter],
-    ) -> list[ClientHook]:
-        """The SCAFFOLD correction hook for one client-round."""
-        return [ScaffoldHook(payload, global_params, trainable, post_step=self.post_step)]
+    def new_global(self, global_params: StateDict, updates: Sequence[ClientUpdate]) -> StateDict:
+        """x + eta_g * Δ̄; with eta_g = 1 exactly FedAvg's weighted mean (x + 1 * (ȳ - x) is ȳ), bit for bit."""
+        if self.server_lr == 1.0:
+            return weighted_average([u.params for u in updates], [u.num_examples for u in updates])
+        return apply_step(global_params, mean_delta(global_params, updates), self.server_lr)
 
     @torch.no_grad()
     def aggregate(
@@ -231,12 +229,7 @@ class Scaffold(Aggregator):
         if self.c is not None:
             check_same_keys(self.c, global_params, "control variate c")
 
-        if self.post_step or self.server_lr == 1.0:
-            # x + 1 * (ȳ - x) is ȳ: return FedAvg's mean itself, bit for bit.
-            new_global = weighted_average([u.params for u in updates], [u.num_examples for u in updates])
-        else:
-            new_global = apply_step(global_params, mean_delta(global_params, updates), self.server_lr)
-
+        new_global = self.new_global(global_params, updates)
         c = self.c if self.c is not None else zeros_like_state(global_params)
         new_c = {}
         for key, value in c.items():

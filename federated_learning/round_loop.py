@@ -1,4 +1,4 @@
-"""THE round loop, shared by SFT and DPO.
+"""THE round loop, shared by every task, the single-process simulation and the Flower ServerApp.
 
 sample clients -> broadcast the global adapter -> local training -> collect ClientUpdates ->
 aggregate -> evaluate / checkpoint / log.
@@ -19,7 +19,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from federated_learning.aggregators import Aggregator
+from federated_learning.aggregators import Aggregator, ClientAlgorithm
 from federated_learning.checkpoint import save_checkpoint
 from federated_learning.client import LocalTrainer, RoundTask, train_client
 from federated_learning.partition import ClientRows
@@ -34,7 +34,7 @@ Evaluator = Callable[[torch.nn.Module], dict[str, float]]
 ClientRunner = Callable[[Aggregator, Sequence[RoundTask], StateDict], list[ClientUpdate]]
 """Trains one round's clients from the global adapter; returns their updates in task order.
 
-The default trains them one after another in this process (``Simulation._train_in_process``);
+The default trains them one after another in this process (``RoundLoop._train_in_process``);
 the Flower ServerApp passes one that trains each on the SuperNode holding its data.
 """
 
@@ -43,7 +43,8 @@ the Flower ServerApp passes one that trains each on the SuperNode holding its da
 class RoundPlan:
     """The federated settings the loop needs (a view of the parsed config)."""
 
-    fed_alg: str
+    fed_alg: str  # as given (recorded in checkpoints, so a resume must use the same)
+    local_client: int | None  # local<K>: K, the only client that trains; None for a federation
     num_rounds: int
     num_clients: int
     sample_clients: int
@@ -56,8 +57,8 @@ class RoundPlan:
 
 
 @dataclass
-class Simulation:
-    """State of one federated run in a single process."""
+class RoundLoop:
+    """State of one federated run: the global adapter (in ``model``), the aggregator and the rounds done."""
 
     plan: RoundPlan
     model: Any  # a PeftModel; the live adapter always holds the global state between rounds
@@ -65,6 +66,7 @@ class Simulation:
     local_trainer: LocalTrainer | None  # None only with a client_runner that trains elsewhere
     shards: Sequence[Dataset | ClientRows]  # each client's rows (len and select)
     aggregator: Aggregator
+    client_algorithm: ClientAlgorithm  # the client side of --fed_alg, for clients trained in this process
     run_dir: Path
     evaluator: Evaluator | None = None
     rounds_done: int = 0
@@ -130,7 +132,7 @@ class Simulation:
 
     def _one_round(self, server_round: int, global_params: StateDict) -> tuple[StateDict, dict[str, Any]]:
         plan = self.plan
-        clients = sample_clients(plan.fed_alg, plan.num_clients, plan.sample_clients, plan.seed, server_round)
+        clients = sample_clients(plan.local_client, plan.num_clients, plan.sample_clients, plan.seed, server_round)
         lr = cosine_learning_rate(server_round, plan.num_rounds, plan.learning_rate, plan.min_learning_rate)
         tasks = [RoundTask(cid, server_round, lr, plan.seed, plan.examples_per_round) for cid in clients]
         runner = self.client_runner or self._train_in_process
@@ -165,9 +167,9 @@ class Simulation:
     ) -> list[ClientUpdate]:
         """The default runner: each client in turn on the one shared model and trainer."""
         if self.local_trainer is None:
-            raise ValueError("Simulation needs a local_trainer (or a client_runner) to train clients")
+            raise ValueError("RoundLoop needs a local_trainer (or a client_runner) to train clients")
         return [
-            train_client(self.local_trainer, self.trainable, aggregator, task, self.shards[task.client_id],
+            train_client(self.local_trainer, self.trainable, self.client_algorithm, task, self.shards[task.client_id],
                          global_params, aggregator.client_payload(task.client_id))
             for task in tasks
         ]

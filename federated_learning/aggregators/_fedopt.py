@@ -9,27 +9,25 @@ Every round the server forms the pseudo-gradient once and takes one adaptive ste
     x <- x + eta * m / (sqrt(v) + tau)
 
 with m_0 = 0, v_0 = tau², no bias correction, eta = ``--fedopt_eta``, tau = ``--fedopt_tau``,
-beta1 = ``--fedopt_beta1``, beta2 = ``--fedopt_beta2``.
+beta1 = ``--fedopt_beta1``, beta2 = ``--fedopt_beta2``. OpenFedLLM's variants of the three
+(``--fedopt_variant openfedllm``) are their own classes in ``_openfedllm.py``.
 
-``--fedopt_variant openfedllm`` reproduces OpenFedLLM's server (its published FedOpt numbers):
-Δ̄ is the unweighted mean of the client deltas; the first aggregation sets m = Δ̄ (no
-(1 - beta1) damping); v is updated from m² instead of Δ̄²; FedAdagrad uses no momentum (m = Δ̄).
-
-Deliberate differences (both variants): arithmetic and moments in float32 whatever the adapter
-dtype; the adapter keeps its dtype. Moments are allocated at the first aggregation, shaped like
-the global adapter.
+Deliberate differences: arithmetic and moments in float32 whatever the adapter dtype; the adapter
+keeps its dtype. Moments are allocated at the first aggregation, shaped like the global adapter.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from federated_learning.aggregators.base import Aggregator
-from federated_learning.aggregators.pseudo_gradient import (
+from config import FedArguments
+from federated_learning.aggregators._base import Aggregator
+from federated_learning.aggregators._hyperparameters import check_hyperparameters
+from federated_learning.aggregators._pseudo_gradient import (
     apply_step,
     check_same_keys,
     clone_state,
@@ -42,40 +40,45 @@ from federated_learning.types import ClientUpdate, StateDict
 class FedOpt(Aggregator):
     """Adaptive server optimizer over the pseudo-gradient; subclasses define the second moment."""
 
-    def __init__(self, **hyperparameters: Any) -> None:
-        """Read and check ``fedopt_eta``, ``fedopt_tau``, ``fedopt_beta1``, ``fedopt_beta2``, ``fedopt_variant``."""
-        super().__init__(**hyperparameters)
-        self.eta = float(self.hparam("fedopt_eta"))
-        self.tau = float(self.hparam("fedopt_tau"))
-        self.beta1 = float(self.hparam("fedopt_beta1"))
-        self.beta2 = float(self.hparam("fedopt_beta2"))
-        self.openfedllm = self.variant() == "openfedllm"
-        for flag, value in (("--fedopt_eta", self.eta), ("--fedopt_tau", self.tau)):
-            if not value > 0:
-                raise ValueError(f"{flag} must be > 0, got {value}")
-        for flag, value in (("--fedopt_beta1", self.beta1), ("--fedopt_beta2", self.beta2)):
-            if not 0 <= value < 1:
-                raise ValueError(f"{flag} must be in [0, 1), got {value}")
+    weighted: ClassVar[bool] = True  # Δ̄ weighted by num_examples (False: the plain mean over clients)
+
+    def __init__(
+        self,
+        *,
+        fedopt_eta: float = FedArguments.fedopt_eta,
+        fedopt_tau: float = FedArguments.fedopt_tau,
+        fedopt_beta1: float = FedArguments.fedopt_beta1,
+        fedopt_beta2: float = FedArguments.fedopt_beta2,
+    ) -> None:
+        """Server step eta > 0, adaptivity tau > 0, moment decays beta1, beta2 in [0, 1)."""
+        check_hyperparameters(fedopt_eta=fedopt_eta, fedopt_tau=fedopt_tau, fedopt_beta1=fedopt_beta1,
+                              fedopt_beta2=fedopt_beta2)
+        self.eta = float(fedopt_eta)
+        self.tau = float(fedopt_tau)
+        self.beta1 = float(fedopt_beta1)
+        self.beta2 = float(fedopt_beta2)
         self.steps = 0
         self.m: StateDict | None = None
         self.v: StateDict | None = None
 
     @abstractmethod
     def second_moment(self, v: torch.Tensor, square: torch.Tensor) -> torch.Tensor:
-        """Return the new v from the old v and the squared update (Δ̄², or m² for openfedllm)."""
+        """Return the new v from the old v and the squared update."""
 
     def first_moment(self, m: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """Return the new m: beta1 * m + (1 - beta1) * Δ̄ (openfedllm: Δ̄ at the first aggregation)."""
-        if self.openfedllm and self.steps == 0:
-            return delta
+        """Return the new m: beta1 * m + (1 - beta1) * Δ̄."""
         return self.beta1 * m + (1 - self.beta1) * delta
+
+    def squared_update(self, delta: torch.Tensor, new_m: torch.Tensor) -> torch.Tensor:
+        """What the second moment accumulates: Δ̄²."""
+        return delta.square()
 
     @torch.no_grad()
     def aggregate(
         self, global_params: StateDict, updates: Sequence[ClientUpdate], server_round: int
     ) -> StateDict:
         """One adaptive server step from the pseudo-gradient of this round's clients."""
-        delta = mean_delta(global_params, updates, weighted=not self.openfedllm)
+        delta = mean_delta(global_params, updates, weighted=self.weighted)
         if self.m is None or self.v is None:
             self.m, self.v = zeros_like_state(global_params), zeros_like_state(global_params, self.tau**2)
         check_same_keys(self.m, global_params, "first moment m")
@@ -83,7 +86,7 @@ class FedOpt(Aggregator):
         new_m, new_v, step = {}, {}, {}
         for key, d in delta.items():
             new_m[key] = self.first_moment(self.m[key], d)
-            new_v[key] = self.second_moment(self.v[key], (new_m[key] if self.openfedllm else d).square())
+            new_v[key] = self.second_moment(self.v[key], self.squared_update(d, new_m[key]))
             step[key] = self.eta * new_m[key] / (new_v[key].sqrt() + self.tau)
         self.m, self.v = new_m, new_v
         self.steps += 1

@@ -1,0 +1,60 @@
+"""The valid range of every algorithm hyperparameter flag, checked without importing torch.
+
+One rule per flag, used by the algorithms' constructors (the Python API) and by the command line's
+up-front checks (``federated_learning.checks``), so a bad value is refused in a fraction of a second,
+before anything heavy loads. An algorithm that adds a flag adds its rule here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def _at_least(low: float) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if not float(value) >= low:
+            raise ValueError(f"--{name} must be >= {low:g}, got {value}")
+
+    return check
+
+
+def _greater_than(low: float) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if not float(value) > low:
+            raise ValueError(f"--{name} must be > {low:g}, got {value}")
+
+    return check
+
+
+def _in_unit_interval(name: str, value: Any) -> None:
+    if not 0 <= float(value) < 1:
+        raise ValueError(f"--{name} must be in [0, 1), got {value}")
+
+
+VARIANTS = ("paper", "openfedllm")
+"""``--fedopt_variant`` values: the papers' update rules, or OpenFedLLM's own variants."""
+
+
+def _variant(name: str, value: Any) -> None:
+    if value not in VARIANTS:
+        raise ValueError(f"--{name} {value!r} is unknown; use one of: {', '.join(VARIANTS)}")
+
+
+RULES: dict[str, Callable[[str, Any], None]] = {
+    "prox_mu": _at_least(0),
+    "server_lr": _greater_than(0),
+    "server_momentum": _in_unit_interval,
+    "fedopt_eta": _greater_than(0),
+    "fedopt_tau": _greater_than(0),
+    "fedopt_beta1": _in_unit_interval,
+    "fedopt_beta2": _in_unit_interval,
+    "fedopt_variant": _variant,
+    "num_clients": _at_least(1),
+}
+
+
+def check_hyperparameters(**values: Any) -> None:
+    """Raise a ValueError naming the flag when a value is outside its rule's range."""
+    for name, value in values.items():
+        RULES[name](name, value)
