@@ -45,6 +45,11 @@ class Task(ABC):
     def validate(self, cfg: RunConfig) -> None:  # noqa: B027  (optional: most tasks add no checks)
         """Check this task's own flags, cheaply (no model, no data); raise ValueError naming the flag."""
 
+    @staticmethod
+    def data_source(cfg: RunConfig, data_path: str | None = None) -> tuple[str, str | None]:
+        """``(--dataset_name, --local_data_dir)``, or a SuperNode's own ``data_path`` (then no local data dir)."""
+        return (data_path, None) if data_path is not None else (cfg.script.dataset_name, cfg.script.local_data_dir)
+
     @abstractmethod
     def check_data(self, cfg: RunConfig, data_path: str | None = None) -> None:
         """Check the training-data flags cheaply (``data_path``: a SuperNode's own data instead)."""
@@ -58,15 +63,8 @@ class Task(ABC):
         """Tokenise all training rows at once; a tokeniser that drops rows adds ``SOURCE_ROW``."""
 
     @abstractmethod
-    def build_trainer(
-        self,
-        model: PeftModel,
-        tokenizer: PreTrainedTokenizerBase,
-        tokenized: Dataset,
-        cfg: RunConfig,
-        output_dir: Path,
-        bf16: bool,
-    ) -> Trainer:
+    def build_trainer(self, model: PeftModel, tokenizer: PreTrainedTokenizerBase, tokenized: Dataset,
+                      cfg: RunConfig, output_dir: Path, bf16: bool) -> Trainer:
         """The TRL trainer every client of the run shares (``tokenized``: some prepared rows)."""
 
     @abstractmethod

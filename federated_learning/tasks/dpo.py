@@ -72,18 +72,15 @@ class DPOTask(Task):
         """The preference data flags (or a node's own data) name usable pairs and an existing split."""
         from utils.dpo_data import validate_dpo_data_args
 
-        if data_path is not None:
-            validate_dpo_data_args(data_path, None, cfg.task_args.dataset_split)
-        else:
-            validate_dpo_data_args(cfg.script.dataset_name, cfg.script.local_data_dir, cfg.task_args.dataset_split)
+        validate_dpo_data_args(*self.data_source(cfg, data_path), cfg.task_args.dataset_split)
 
     def load(self, cfg: RunConfig, data_path: str | None = None) -> Dataset:
         """Prompt / chosen / rejected rows of the training split, shuffled with ``--seed``."""
         from utils.dpo_data import load_dpo_dataset
 
-        script = cfg.script
-        name, local_dir = (data_path, None) if data_path is not None else (script.dataset_name, script.local_data_dir)
-        return load_dpo_dataset(name, local_dir, script.dataset_sample, cfg.task_args.dataset_split, script.seed)
+        name, local_dir = self.data_source(cfg, data_path)
+        return load_dpo_dataset(name, local_dir, cfg.script.dataset_sample, cfg.task_args.dataset_split,
+                                cfg.script.seed)
 
     def tokenize(self, rows: Dataset, tokenizer: PreTrainedTokenizerBase, cfg: RunConfig) -> Dataset:
         """``prompt_ids``, ``chosen_ids``, ``rejected_ids``; pairs with no room for an answer are dropped."""
@@ -91,15 +88,8 @@ class DPOTask(Task):
 
         return tokenize_dpo(rows, tokenizer, cfg.script.template, cfg.script.seq_length)
 
-    def build_trainer(
-        self,
-        model: PeftModel,
-        tokenizer: PreTrainedTokenizerBase,
-        tokenized: Dataset,
-        cfg: RunConfig,
-        output_dir: Path,
-        bf16: bool,
-    ) -> DPOTrainer:
+    def build_trainer(self, model: PeftModel, tokenizer: PreTrainedTokenizerBase, tokenized: Dataset,
+                      cfg: RunConfig, output_dir: Path, bf16: bool) -> DPOTrainer:
         """A DPOTrainer over pre-tokenised pairs, built once per run, without a reference of its own.
 
         Given a PeftModel, DPOTrainer copies its *current* adapter into a frozen ``ref`` adapter.

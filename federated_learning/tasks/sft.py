@@ -32,18 +32,14 @@ class SFTTask(Task):
         """``--dataset_name`` / ``--local_data_dir`` (or a node's own data) name usable SFT data."""
         from utils.sft_data import validate_sft_data_args
 
-        if data_path is not None:
-            validate_sft_data_args(data_path, None)
-        else:
-            validate_sft_data_args(cfg.script.dataset_name, cfg.script.local_data_dir)
+        validate_sft_data_args(*self.data_source(cfg, data_path))
 
     def load(self, cfg: RunConfig, data_path: str | None = None) -> Dataset:
         """Instruction/response rows of the training split, shuffled with ``--seed``, ``--dataset_sample`` of them."""
         from utils.sft_data import load_sft_dataset
 
-        script = cfg.script
-        name, local_dir = (data_path, None) if data_path is not None else (script.dataset_name, script.local_data_dir)
-        return load_sft_dataset(name, local_dir, script.dataset_sample, "train", script.seed)
+        name, local_dir = self.data_source(cfg, data_path)
+        return load_sft_dataset(name, local_dir, cfg.script.dataset_sample, "train", cfg.script.seed)
 
     def tokenize(self, rows: Dataset, tokenizer: PreTrainedTokenizerBase, cfg: RunConfig) -> Dataset:
         """``input_ids`` and ``labels`` (-100 on prompt tokens)."""
@@ -51,15 +47,8 @@ class SFTTask(Task):
 
         return tokenize_sft(rows, tokenizer, cfg.script.template, cfg.script.seq_length)
 
-    def build_trainer(
-        self,
-        model: PeftModel,
-        tokenizer: PreTrainedTokenizerBase,
-        tokenized: Dataset,
-        cfg: RunConfig,
-        output_dir: Path,
-        bf16: bool,
-    ) -> SFTTrainer:
+    def build_trainer(self, model: PeftModel, tokenizer: PreTrainedTokenizerBase, tokenized: Dataset,
+                      cfg: RunConfig, output_dir: Path, bf16: bool) -> SFTTrainer:
         """An SFTTrainer over pre-tokenised rows (``input_ids`` + ``labels``), built once per run."""
         from trl import SFTConfig, SFTTrainer
         from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
