@@ -140,6 +140,15 @@ class FedArguments:
     save_model_freq: int = field(
         default=50, metadata={"help": "save the global adapter every k rounds (and at the end)"}
     )
+    client_weighting: str = field(
+        default="num_examples",
+        metadata={"help": "weight of a client's update in the server's mean: num_examples (n_i), or uniform "
+                          "(1 each: Reddi et al.'s FedOpt and SCAFFOLD's server step; see README)"},
+    )
+    max_update_norm: float = field(
+        default=0.0,
+        metadata={"help": "reject a client update whose L2 norm ||y - x|| over the adapter exceeds this (0: no bound)"},
+    )
 
 
 @dataclass

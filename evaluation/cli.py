@@ -163,6 +163,23 @@ def build_settings(args: EvalArguments, template: str, bf16: bool) -> EvalSettin
     )
 
 
+def use_saved_reference(model: Any, adapter: Path) -> None:
+    """Make the DPO reference of ``model`` the one its checkpoint saved (``<adapter>/ref/``), else the base model.
+
+    A DPO run with ``--ref_adapter`` saves its reference next to every checkpoint; preference metrics
+    of that checkpoint are meaningful only against it.
+    """
+    from utils.constants import REF_ADAPTER
+    from utils.model import attach_reference_adapter
+
+    saved = adapter / REF_ADAPTER
+    if (saved / "adapter_config.json").is_file():
+        attach_reference_adapter(model, saved)
+        logger.info("%s: DPO reference from %s", adapter, saved)
+    elif REF_ADAPTER in model.peft_config:
+        model.delete_adapter(REF_ADAPTER)
+
+
 def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
 
@@ -200,6 +217,7 @@ def run(args: EvalArguments) -> dict[str, dict[str, dict[str, float]]]:
                 model.set_adapter(key)
             else:
                 model = PeftModel.from_pretrained(model, adapter, adapter_name=key)
+            use_saved_reference(model, Path(adapter))
         results[label] = {}
         for bench in benchmarks:
             progress.set_postfix_str(f"{label}: {bench.name}")

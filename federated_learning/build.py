@@ -135,11 +135,13 @@ def build_round_loop(
     evaluator: Evaluator | None,
     *,
     client_runner: ClientRunner | None = None,
+    client_sizes: dict[int, int] | None = None,
 ) -> RoundLoop:
     """The aggregator and the round loop of ``cfg``, resumed from ``--resume_from_checkpoint`` if given.
 
     ``client_runner`` trains the clients elsewhere (the Flower ServerApp: on SuperNodes); without
-    it they train in this process with ``local_trainer`` on ``shards``.
+    it they train in this process with ``local_trainer`` on ``shards``. ``client_sizes``: the most
+    examples each client can report (default: its shard's size), which the server checks.
     """
     script, fed = cfg.script, cfg.fed
     plan = RoundPlan(
@@ -154,6 +156,8 @@ def build_round_loop(
         seed=script.seed,
         save_model_freq=fed.save_model_freq,
         eval_every=script.eval_every,
+        client_weighting=fed.client_weighting,
+        max_update_norm=fed.max_update_norm,
     )
     loop = RoundLoop(
         plan,
@@ -166,6 +170,7 @@ def build_round_loop(
         run_dir,
         evaluator,
         client_runner=client_runner,
+        client_sizes=client_sizes if client_sizes is not None else {cid: len(rows) for cid, rows in enumerate(shards)},
     )
     if script.resume_from_checkpoint is not None:
         loop.restore(*load_checkpoint(script.resume_from_checkpoint))

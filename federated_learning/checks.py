@@ -14,6 +14,8 @@ from config import RunConfig
 from federated_learning.aggregators import resolve_fed_alg
 from federated_learning.aggregators._hyperparameters import RULES, check_hyperparameters
 
+CLIENT_WEIGHTINGS = ("num_examples", "uniform")
+
 
 def _check_writable(path: str) -> None:
     target = Path(path)
@@ -62,6 +64,10 @@ def validate_flags(cfg: RunConfig) -> None:
             f"use local0 .. local{fed.num_clients - 1}"
         )
     check_hyperparameters(**{name: getattr(fed, name) for name in RULES})
+    if fed.client_weighting not in CLIENT_WEIGHTINGS:
+        raise ValueError(f"--client_weighting {fed.client_weighting!r} is unknown; use {' or '.join(CLIENT_WEIGHTINGS)}")
+    if not fed.max_update_norm >= 0:
+        raise ValueError(f"--max_update_norm must be 0 (no bound) or positive, got {fed.max_update_norm}")
     if script.load_in_8bit and script.load_in_4bit:
         raise ValueError("--load_in_8bit and --load_in_4bit are exclusive; pass only one of them")
     if not script.use_peft:

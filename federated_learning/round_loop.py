@@ -6,6 +6,7 @@ aggregate -> evaluate / checkpoint / log.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -24,8 +25,9 @@ from federated_learning.checkpoint import save_checkpoint
 from federated_learning.client import LocalTrainer, RoundTask, train_client
 from federated_learning.partition import ClientRows
 from federated_learning.sampling import sample_clients
-from federated_learning.state import get_state, is_finite, num_bytes, set_state
+from federated_learning.state import get_state, num_bytes, set_state
 from federated_learning.types import ClientUpdate, StateDict
+from federated_learning.updates import rejection_reason
 from utils.schedule import cosine_learning_rate
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ class RoundPlan:
     seed: int
     save_model_freq: int
     eval_every: int = 0
+    client_weighting: str = "num_examples"  # "uniform": every accepted update weighs 1 (n_i = 1)
+    max_update_norm: float = 0.0  # > 0: an update with ||y - x|| above it is rejected
 
 
 @dataclass
@@ -72,6 +76,7 @@ class RoundLoop:
     rounds_done: int = 0
     training_loss: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     client_runner: ClientRunner | None = None  # None: train the clients in this process
+    client_sizes: dict[int, int] | None = None  # examples each client holds, where the server knows it
 
     def __post_init__(self) -> None:
         if self.training_loss.size == 0:
@@ -136,31 +141,54 @@ class RoundLoop:
         lr = cosine_learning_rate(server_round, plan.num_rounds, plan.learning_rate, plan.min_learning_rate)
         tasks = [RoundTask(cid, server_round, lr, plan.seed, plan.examples_per_round) for cid in clients]
         runner = self.client_runner or self._train_in_process
-        updates: list[ClientUpdate] = []
-        client_metrics: dict[str, dict[str, float]] = {}
-        for update in runner(self.aggregator, tasks, global_params):
-            cid, params, extras, metrics = update.client_id, update.params, update.extras, update.metrics
-            if not (is_finite(params) and all(is_finite(e) for e in extras.values())):
-                logger.warning("round %d: client %d returned NaN/Inf; left out of aggregation", server_round + 1, cid)
-                metrics["skipped"] = 1.0
-            else:
-                updates.append(update)
-            metrics["bytes_uploaded"] = float(num_bytes(params) + sum(num_bytes(e) for e in extras.values()))
-            client_metrics[str(cid)] = metrics
-            self.training_loss[cid, server_round] = metrics["train_loss"]
+        updates, client_metrics, rejected = self._screen(server_round, clients, runner(self.aggregator, tasks,
+                                                                                          global_params), global_params)
         if updates:
+            if plan.client_weighting == "uniform":
+                updates = [dataclasses.replace(u, num_examples=1) for u in updates]
             global_params = self.aggregator.aggregate(global_params, updates, server_round + 1)
         else:
             logger.warning("round %d: no usable client update; the global adapter is unchanged", server_round + 1)
         set_state(self.trainable, global_params)
-        losses = [m["train_loss"] for m in client_metrics.values()]
-        return global_params, {
+        losses = [float(u.metrics["train_loss"]) for u in updates]
+        record: dict[str, Any] = {
             "round": server_round + 1,
             "clients": clients,
             "learning_rate": lr,
-            "mean_train_loss": float(np.mean(losses)),
+            "mean_train_loss": float(np.mean(losses)) if losses else float("nan"),
             "client_metrics": client_metrics,
         }
+        if rejected:
+            record["rejected_clients"] = rejected
+        return global_params, record
+
+    def _screen(
+        self, server_round: int, clients: Sequence[int], replies: Sequence[ClientUpdate], global_params: StateDict
+    ) -> tuple[list[ClientUpdate], dict[str, dict[str, Any]], list[int]]:
+        """The updates that pass the server's check (``updates.rejection_reason``), every client's metrics, the rejected."""
+        accepted: list[ClientUpdate] = []
+        client_metrics: dict[str, dict[str, Any]] = {}
+        rejected: list[int] = []
+        for update, cid in zip(replies, clients, strict=True):
+            if update.client_id != cid:
+                reason = f"answered as client {update.client_id!r}"
+            else:
+                size = None if self.client_sizes is None else self.client_sizes.get(cid)
+                reason = rejection_reason(global_params, update, max_examples=size,
+                                          max_update_norm=self.plan.max_update_norm)
+            metrics = dict(update.metrics) if reason is None else {}
+            if reason is None:
+                accepted.append(update)
+                metrics["bytes_uploaded"] = float(num_bytes(update.params)
+                                                  + sum(num_bytes(e) for e in update.extras.values()))
+                self.training_loss[cid, server_round] = float(metrics["train_loss"])
+            else:
+                logger.warning("round %d: client %d's update is left out: %s", server_round + 1, cid, reason)
+                metrics["rejected"] = reason
+                self.training_loss[cid, server_round] = float("nan")
+                rejected.append(cid)
+            client_metrics[str(cid)] = metrics
+        return accepted, client_metrics, rejected
 
     def _train_in_process(
         self, aggregator: Aggregator, tasks: Sequence[RoundTask], global_params: StateDict

@@ -9,16 +9,17 @@ from __future__ import annotations
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from flower_app.node_config import IDENTITY, PARTITION_ID, NodeSettings
+from flower_app.node_config import IDENTITY, OWN_DATA, PARTITION_ID, NodeSettings
 
 app = ClientApp()
 
 
 @app.query()
 def query(message: Message, context: Context) -> Message:
-    """Answer the server's roll call with this node's partition-id (the client id it trains as)."""
+    """Answer the server's roll call with this node's partition-id (the client id it trains as) and data source."""
     node = NodeSettings.from_node_config(context.node_config)
-    return Message(RecordDict({IDENTITY: ConfigRecord({PARTITION_ID: node.partition_id})}), reply_to=message)
+    identity = ConfigRecord({PARTITION_ID: node.partition_id, OWN_DATA: node.data_path is not None})
+    return Message(RecordDict({IDENTITY: identity}), reply_to=message)
 
 
 @app.train()

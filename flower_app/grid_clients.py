@@ -17,7 +17,7 @@ from flwr.serverapp import Grid
 from federated_learning.aggregators import Aggregator
 from federated_learning.client import RoundTask
 from federated_learning.types import ClientUpdate, StateDict
-from flower_app.node_config import IDENTITY, PARTITION_ID
+from flower_app.node_config import IDENTITY, OWN_DATA, PARTITION_ID
 from flower_app.records import read_update_content, train_content
 
 logger = logging.getLogger(__name__)
@@ -38,17 +38,21 @@ def _wait_for_nodes(grid: Grid, num_clients: int, timeout: float) -> list[int]:
         time.sleep(1.0)
 
 
-def map_clients(grid: Grid, num_clients: int, timeout: float) -> dict[int, int]:
-    """Ask every connected SuperNode for its partition-id; return {client id: node id}."""
+def map_clients(grid: Grid, num_clients: int, timeout: float) -> tuple[dict[int, int], set[int]]:
+    """Ask every connected SuperNode for its partition-id; return {client id: node id} and the clients on own data."""
     node_ids = _wait_for_nodes(grid, num_clients, timeout)
     queries = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY) for node in node_ids]
     replies = list(grid.send_and_receive(queries, timeout=timeout))
     node_of: dict[int, int] = {}
+    own_data: set[int] = set()
     for reply in replies:
         node = reply.metadata.src_node_id
         if reply.has_error():
             raise RuntimeError(f"SuperNode {node} could not say which client it is: {reply.error.reason}")
-        cid = int(reply.content.config_records[IDENTITY][PARTITION_ID])
+        identity = reply.content.config_records[IDENTITY]
+        cid = int(identity[PARTITION_ID])
+        if identity.get(OWN_DATA, False):
+            own_data.add(cid)
         if cid in node_of:
             raise RuntimeError(f"SuperNodes {node_of[cid]} and {node} both have partition-id={cid}; give each its own")
         if cid >= num_clients:
@@ -63,7 +67,7 @@ def map_clients(grid: Grid, num_clients: int, timeout: float) -> dict[int, int]:
             f"no SuperNode answered for client(s) {missing} (got {len(replies)} of {len(queries)} replies)"
         )
     logger.info("SuperNodes of clients 0..%d: %s", num_clients - 1, [node_of[c] for c in range(num_clients)])
-    return node_of
+    return node_of, own_data
 
 
 class GridClients:

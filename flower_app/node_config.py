@@ -17,6 +17,8 @@ KNOWN_KEYS = (PARTITION_ID, NUM_PARTITIONS, DATA_PATH, MODEL_PATH)
 EXAMPLE = "--node-config 'partition-id=0 num-partitions=2'"
 IDENTITY = "node"
 """Name of the config record holding ``partition-id`` in a SuperNode's reply to the server's query."""
+OWN_DATA = "own-data"
+"""In the same record: whether the node trains on its own ``data-path`` (not its shard of the run's dataset)."""
 
 
 def _int(node_config: Mapping[str, Any], key: str) -> int | None:

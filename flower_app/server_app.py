@@ -14,10 +14,18 @@ import logging
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from federated_learning.build import build_round_evaluation, build_round_loop, load_peft_model, make_run_dir, use_bf16
+from config import RunConfig
+from federated_learning.build import (
+    build_round_evaluation,
+    build_round_loop,
+    load_peft_model,
+    make_run_dir,
+    split_clients,
+    use_bf16,
+)
 from federated_learning.checks import validate_flags
 from federated_learning.process import set_threads
-from federated_learning.tasks import get_task
+from federated_learning.tasks import Task, get_task
 from flower_app.grid_clients import GridClients, map_clients
 from flower_app.logs import setup_flower_logging
 from flower_app.run_config import parse_run_config
@@ -26,6 +34,22 @@ from utils.model_source import validate_model_source
 logger = logging.getLogger(__name__)
 
 app = ServerApp()
+
+
+def shard_sizes(task: Task, cfg: RunConfig, exclude: set[int]) -> dict[int, int]:
+    """The size of each client's shard of the run's dataset, when the server can load it (the most examples a
+    client training on its shard can report); clients in ``exclude`` train on data of their own."""
+    if len(exclude) == cfg.fed.num_clients:
+        return {}
+    try:
+        task.check_data(cfg)
+        dataset = task.load(cfg)
+    except (ValueError, OSError) as err:
+        logger.info("the server cannot load the run's dataset (%s): client example counts are not bounded", err)
+        return {}
+    sizes = {cid: len(rows) for cid, rows in enumerate(split_clients(dataset, cfg)) if cid not in exclude}
+    logger.info("client shard sizes (the most examples each may report): %s", sizes)
+    return sizes
 
 
 @app.main()
@@ -40,7 +64,7 @@ def main(grid: Grid, context: Context) -> None:
     task.validate(cfg)
     validate_model_source(cfg.script.model_name_or_path)
     set_threads(cfg.script.torch_threads)
-    node_of = map_clients(grid, cfg.fed.num_clients, settings.node_timeout)
+    node_of, own_data = map_clients(grid, cfg.fed.num_clients, settings.node_timeout)
     run_dir = make_run_dir(cfg)
     # The server's model holds the global adapter (its initial value, then each round's aggregate),
     # which checkpoints save exactly as the simulation's do, with the task's reference if it has one.
@@ -50,5 +74,6 @@ def main(grid: Grid, context: Context) -> None:
     # (the bundled datasets ship theirs; with data only on the nodes there is none, and it is skipped).
     evaluator = build_round_evaluation(task, cfg, tokenizer, use_bf16(cfg.script))
     clients = GridClients(grid, node_of, settings.round_timeout)
-    build_round_loop(cfg, model, None, (), run_dir, evaluator, client_runner=clients).run()
+    sizes = shard_sizes(task, cfg, exclude=own_data)
+    build_round_loop(cfg, model, None, (), run_dir, evaluator, client_runner=clients, client_sizes=sizes).run()
     logger.info("Flower run %d done; outputs in %s", context.run_id, run_dir.resolve())

@@ -100,6 +100,10 @@ def test_local_baseline_trains_one_client(tmp_path: Path, tiny_model_dir: Path) 
         (["--eval_samples", "-1"], "--eval_samples must be 0 or more"),
         (["--eval_every", "-2"], "--eval_every must be 0 or more"),
         (["--eval_batch_size", "0"], "--eval_batch_size must be at least 1"),
+        (["--client_weighting", "by_size"], "--client_weighting 'by_size' is unknown"),
+        (["--max_update_norm", "-1"], "--max_update_norm must be 0"),
+        (["--prox_mu", "-0.1"], "--prox_mu must be >= 0"),
+        (["--fedopt_variant", "flower"], "--fedopt_variant 'flower' is unknown"),
     ],
 )
 def test_bad_input_fails_before_model_loads(

@@ -129,3 +129,22 @@ def test_adapter_columns_and_template_inference(tmp_path: Path) -> None:
     assert infer_template([]) == "alpaca"
     with pytest.raises(ValueError, match="--template"):
         infer_template([str(tmp_path / "r1/checkpoint-1"), str(tmp_path / "r3/checkpoint-1")])
+
+
+def test_cli_scores_a_dpo_checkpoint_against_its_saved_reference(
+    tiny_model_dir: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    """A checkpoint of a --ref_adapter DPO run carries its reference in ref/: dpo_preference uses it."""
+    import shutil
+
+    with_ref = tmp_path / "run" / "checkpoint-2"
+    shutil.copytree(checkpoint, with_ref)
+    shutil.copytree(checkpoint, with_ref / "ref")  # policy == reference: every margin is 0
+    out = tmp_path / "out"
+    main(["--model_name_or_path", str(tiny_model_dir), "--adapter", str(checkpoint), str(with_ref),
+          "--benchmarks", "bundled_preferences", "--limit", "4", "--output", str(out), "--bf16", "false"])
+    with open(out / "results.csv") as handle:
+        table = {(r[0], r[1]): r[2:] for r in list(csv.reader(handle))[1:]}
+    base, plain, referenced = table[("bundled_preferences", "reward_margin")]
+    assert base == "0.0000" and plain != "0.0000" and referenced == "0.0000"
+    assert table[("bundled_preferences", "preference_accuracy")][2] == "0.5000"

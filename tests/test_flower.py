@@ -164,7 +164,7 @@ def identity(partition_of: dict[int, int]) -> object:
 
 def test_map_clients_pairs_partitions_with_nodes(server_identity: None) -> None:
     grid = FakeGrid([11, 22, 33], identity({11: 2, 22: 0, 33: 1}))
-    assert map_clients(grid, num_clients=3, timeout=5) == {2: 11, 0: 22, 1: 33}  # type: ignore[arg-type]
+    assert map_clients(grid, num_clients=3, timeout=5) == ({2: 11, 0: 22, 1: 33}, set())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -273,18 +273,27 @@ def test_server_and_client_apps_equal_the_simulation(
         assert any("c_i" in key for key in load_file(flower / "checkpoint-2" / "federated_state.safetensors"))
 
 
+@pytest.mark.parametrize("ref_adapter", [False, True])
 def test_dpo_server_and_client_apps_equal_the_simulation(
-    tmp_path: Path, tiny_model_dir: Path, server_identity: None
+    tmp_path: Path, tiny_model_dir: Path, server_identity: None, ref_adapter: bool
 ) -> None:
-    """mode = "dpo": main_dpo.py's run on Flower; the same adapter and held-out preference scores."""
+    """mode = "dpo": main_dpo.py's run on Flower; the same adapter and held-out preference scores.
+
+    With ``--ref_adapter`` the server evaluates against that reference too: before round 1 the policy
+    is the reference (accuracy 0.5, margin 0), and its checkpoints hold the reference under ``ref/``.
+    """
     import main_dpo
     from flower_app.server_app import main as server_main
+    from tests.test_dpo_end_to_end import save_random_adapter
 
     flags = [
         "--model_name_or_path", str(tiny_model_dir), "--dataset_sample", "40", "--fed_alg", "scaffold",
         "--num_clients", "3", "--sample_clients", "2", "--num_rounds", "2", "--max_steps", "1", "--batch_size", "2",
         "--seq_length", "72", "--torch_threads", "1", "--run_name", "run", "--eval_samples", "8",
     ]  # bundled/preferences (main_dpo's default); seq_length 72 drops some pairs, as the simulation does
+    if ref_adapter:
+        save_random_adapter(tiny_model_dir, tmp_path / "sft_adapter")
+        flags += ["--ref_adapter", str(tmp_path / "sft_adapter")]
     run_config = {"mode": "dpo", "args": shlex.join([*flags, "--output_dir", str(tmp_path / "flower")]),
                   "config": "", "node-timeout": 5, "round-timeout": 0}
     nodes = {100 + i: {"partition-id": i, "num-partitions": 3} for i in (1, 2, 0)}
@@ -301,9 +310,12 @@ def test_dpo_server_and_client_apps_equal_the_simulation(
     scores = [[{k: v for k, v in r.items() if k.startswith("eval_") and k != "eval_seconds"} for r in run]
               for run in records]
     assert scores[0][0] and scores[0][-1]  # evaluated before round 1 and after the last
+    assert scores[0][0]["eval_preference_accuracy"] == 0.5 and scores[0][0]["eval_reward_margin"] == 0.0
     for got_round, want_round in zip(*scores, strict=True):
         assert got_round == pytest.approx(want_round, rel=1e-4)
     assert json.loads((flower / "config.json").read_text())["dataset_name"] == "bundled/preferences"
+    for run_dir in (flower, simulated):
+        assert (run_dir / "checkpoint-2" / "ref" / "adapter_model.safetensors").is_file() == ref_adapter
 
 
 def test_run_config_mode_must_be_known(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ from federated_learning.types import ClientUpdate, StateDict
 
 
 def check_updates(global_params: Mapping[str, torch.Tensor], updates: Sequence[ClientUpdate]) -> None:
-    """Raise a ValueError unless every update carries every global key, with its shape, once per client."""
+    """Raise a ValueError unless every update carries exactly the global keys, with their shapes, a
+    positive example count, once per client (the Python API's precondition of every aggregator; the
+    round loop screens each update fully before, ``federated_learning.updates``)."""
     if not updates:
         raise ValueError("cannot aggregate a round without client updates")
     seen: set[int] = set()
@@ -22,15 +24,18 @@ def check_updates(global_params: Mapping[str, torch.Tensor], updates: Sequence[C
         if update.client_id in seen:
             raise ValueError(f"client {update.client_id} sent two updates in one round")
         seen.add(update.client_id)
-        missing = global_params.keys() - update.params.keys()
-        if missing:
-            raise ValueError(f"client {update.client_id}'s adapter lacks {len(missing)} keys, e.g. {min(missing)}")
+        missing, extra = global_params.keys() - update.params.keys(), update.params.keys() - global_params.keys()
+        if missing or extra:
+            example = min(missing) if missing else min(extra)
+            raise ValueError(f"client {update.client_id}'s adapter has other keys than the global one, e.g. {example}")
         for key, tensor in global_params.items():
             if update.params[key].shape != tensor.shape:
                 raise ValueError(
                     f"client {update.client_id}'s {key} has shape {tuple(update.params[key].shape)}, "
                     f"the global adapter {tuple(tensor.shape)}"
                 )
+        if isinstance(update.num_examples, bool) or not update.num_examples > 0:
+            raise ValueError(f"client {update.client_id}'s num_examples {update.num_examples!r} is not positive")
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from federated_learning.aggregators._base import Aggregator
+from federated_learning.aggregators._pseudo_gradient import check_updates
 from federated_learning.aggregators._registry import register
 from federated_learning.state import weighted_average
 from federated_learning.types import ClientUpdate, StateDict
@@ -25,4 +26,5 @@ class FedAvg(Aggregator):
         self, global_params: StateDict, updates: Sequence[ClientUpdate], server_round: int
     ) -> StateDict:
         """Return the mean of the client adapters weighted by their number of examples."""
+        check_updates(global_params, updates)
         return weighted_average([u.params for u in updates], [u.num_examples for u in updates])
