@@ -65,7 +65,8 @@ def validate_flags(cfg: RunConfig) -> None:
         )
     check_hyperparameters(**{name: getattr(fed, name) for name in RULES})
     if fed.client_weighting not in CLIENT_WEIGHTINGS:
-        raise ValueError(f"--client_weighting {fed.client_weighting!r} is unknown; use {' or '.join(CLIENT_WEIGHTINGS)}")
+        choices = " or ".join(CLIENT_WEIGHTINGS)
+        raise ValueError(f"--client_weighting {fed.client_weighting!r} is unknown; use {choices}")
     if not fed.max_update_norm >= 0:
         raise ValueError(f"--max_update_norm must be 0 (no bound) or positive, got {fed.max_update_norm}")
     if script.load_in_8bit and script.load_in_4bit:

@@ -141,8 +141,8 @@ class RoundLoop:
         lr = cosine_learning_rate(server_round, plan.num_rounds, plan.learning_rate, plan.min_learning_rate)
         tasks = [RoundTask(cid, server_round, lr, plan.seed, plan.examples_per_round) for cid in clients]
         runner = self.client_runner or self._train_in_process
-        updates, client_metrics, rejected = self._screen(server_round, clients, runner(self.aggregator, tasks,
-                                                                                          global_params), global_params)
+        replies = runner(self.aggregator, tasks, global_params)
+        updates, client_metrics, rejected = self._screen(server_round, clients, replies, global_params)
         if updates:
             if plan.client_weighting == "uniform":
                 updates = [dataclasses.replace(u, num_examples=1) for u in updates]
@@ -165,7 +165,8 @@ class RoundLoop:
     def _screen(
         self, server_round: int, clients: Sequence[int], replies: Sequence[ClientUpdate], global_params: StateDict
     ) -> tuple[list[ClientUpdate], dict[str, dict[str, Any]], list[int]]:
-        """The updates that pass the server's check (``updates.rejection_reason``), every client's metrics, the rejected."""
+        """The updates that pass the server's check (``updates.rejection_reason``), every client's metrics and
+        the clients whose update was rejected."""
         accepted: list[ClientUpdate] = []
         client_metrics: dict[str, dict[str, Any]] = {}
         rejected: list[int] = []

@@ -22,7 +22,8 @@ X = {"a.lora_A.weight": torch.zeros(2, 4), "a.lora_B.weight": torch.ones(4, 2)}
 
 def good(cid: int = 0, n: int = 10, **changes: Any) -> ClientUpdate:
     params = {k: v + 0.1 for k, v in X.items()}
-    update = ClientUpdate(cid, params, n, {"train_loss": 1.5}, {"delta_c": {k: torch.zeros_like(v) for k, v in X.items()}})
+    delta_c = {k: torch.zeros_like(v) for k, v in X.items()}
+    update = ClientUpdate(cid, params, n, {"train_loss": 1.5}, {"delta_c": delta_c})
     for name, value in changes.items():
         setattr(update, name, value)
     return update
