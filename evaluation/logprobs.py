@@ -1,9 +1,10 @@
 """Log-probability of a completion given its prompt: the core of held-out loss and DPO rewards.
 
 Tokenisation follows the training side (``utils/sft_tokenize.py``): prompt and completion are
-tokenised separately (special tokens on the prompt only) and concatenated, then cut to
-``seq_length`` keeping the start. The evaluated loss is thus the training loss on unseen rows;
-rows whose completion is cut away entirely contribute no tokens.
+tokenised separately (special tokens on the prompt only) and concatenated; what does not fit
+``seq_length`` follows ``utils.truncation`` (the completion whole, the prompt cut from the left).
+The evaluated loss is thus the training loss on unseen rows; a row whose completion alone does not
+fit contributes no tokens (``num_tokens`` 0).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from evaluation.generation import ensure_pad_token, eval_mode
+from utils.truncation import fit_prompt
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,16 @@ class CompletionLogProb:
 def tokenize_pair(
     tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str, seq_length: int
 ) -> tuple[list[int], int]:
-    """Token ids of ``prompt`` + ``completion`` cut to ``seq_length``, and how many of them are prompt."""
+    """Token ids of ``prompt`` + ``completion`` within ``seq_length``, and how many of them are prompt.
+
+    ``([], 0)`` when the completion alone does not fit (``utils.truncation``).
+    """
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    full_ids = (prompt_ids + completion_ids)[:seq_length]
-    return full_ids, min(len(prompt_ids), len(full_ids))
+    fitted = fit_prompt(prompt_ids, len(completion_ids), seq_length, tokenizer.bos_token_id)
+    if fitted is None:
+        return [], 0
+    return fitted + completion_ids, len(fitted)
 
 
 def _batches(items: list[int], batch_size: int) -> Iterator[list[int]]:

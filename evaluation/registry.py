@@ -113,6 +113,10 @@ class Benchmark(ABC):
     ) -> BenchmarkResult:
         """Score ``model`` on ``examples``."""
 
+    def unscorable(self, examples: Sequence[Row], tokenizer: PreTrainedTokenizerBase, settings: EvalSettings) -> int:
+        """How many ``examples`` cannot be scored within ``--seq_length`` (0 for benchmarks it does not bound)."""
+        return 0
+
 
 class GenerativeBenchmark(Benchmark):
     """A benchmark scored from one greedy completion per example."""

@@ -56,6 +56,13 @@ class RoundEvaluation:
             except (ValueError, FileNotFoundError) as err:
                 logger.warning("Round evaluation without %s: %s", name, err)
                 continue
+            unscorable = bench.unscorable(examples, tokenizer, settings)
+            if unscorable == len(examples):
+                raise ValueError(f"round evaluation {name}: none of its {len(examples)} held-out examples fits "
+                                 f"--seq_length {settings.seq_length} (each response alone needs more); raise it")
+            if unscorable:
+                logger.warning("Round evaluation %s: %d of %d held-out examples do not fit --seq_length %d and are "
+                               "not scored", name, unscorable, len(examples), settings.seq_length)
             logger.info("Round evaluation: %s on %d held-out examples", name, len(examples))
             entries.append(_Entry(bench, examples, prefix))
         if not entries:

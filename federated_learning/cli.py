@@ -64,6 +64,8 @@ def parse_run(task_name: str, argv: Sequence[str] | None = None, prog: str | Non
         *parsed, from_yaml, from_cli = parser.parse_args_and_config(
             args, return_remaining_strings=True, separate_remaining_strings=True
         )
+    except FlagError:
+        raise
     except (OSError, ValueError) as err:  # --config: a missing file, or not a YAML mapping
         parser.error(f"--config: {err}")
     except Exception as err:  # yaml.YAMLError: imported by TRL only when a --config is given

@@ -50,7 +50,8 @@ class StepProgress(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
     ) -> None:
-        self.bar = tqdm(total=state.max_steps, desc=self.description, position=1, leave=False, dynamic_ncols=True)
+        self.bar = tqdm(total=state.max_steps, desc=self.description, position=1, leave=False, dynamic_ncols=True,
+                        disable=None)  # None: off when stderr is not a terminal
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object

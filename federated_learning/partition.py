@@ -36,7 +36,7 @@ from flwr_datasets.partitioner import (
     SizePartitioner,
 )
 
-from utils.constants import SOURCE_ROW
+from utils.constants import PROMPT_CUT, SOURCE_ROW
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,11 @@ def client_rows(prepared: Dataset, partition: Sequence[np.ndarray], num_rows: in
 
     When the tokeniser dropped rows, ``prepared`` has a ``SOURCE_ROW`` column (the training-set index
     of every kept row) and a client keeps the rows of its partition that survived; otherwise row i
-    of ``prepared`` is training row i. Returns views; ``prepared`` loses the ``SOURCE_ROW`` column.
+    of ``prepared`` is training row i. Returns views; ``prepared`` loses the ``SOURCE_ROW`` and
+    ``PROMPT_CUT`` bookkeeping columns.
     """
+    if PROMPT_CUT in prepared.column_names:
+        prepared = prepared.remove_columns(PROMPT_CUT)
     if SOURCE_ROW in prepared.column_names:
         position = np.full(num_rows, -1, dtype=np.int64)
         position[np.asarray(prepared[SOURCE_ROW], dtype=np.int64)] = np.arange(len(prepared))

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
+from utils.constants import PROMPT_CUT, SOURCE_ROW
+
 logger = logging.getLogger(__name__)
 
 REPORT_JSON = "partition.json"
@@ -118,3 +120,37 @@ def plot_partition(labels: Sequence[str], counts: np.ndarray, column: str, path:
     if labels:
         ax.legend(title=column, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.savefig(path, dpi=100)
+
+
+def tokenization_report(prepared: Dataset, partition: Sequence[np.ndarray], num_rows: int) -> list[dict[str, int]]:
+    """Per client: rows, rows kept, of those how many had their prompt cut, and rows left out by tokenisation.
+
+    ``prepared`` is the tokenisation of the ``num_rows`` training rows, with the ``SOURCE_ROW`` and
+    ``PROMPT_CUT`` columns a tokeniser adds when it leaves rows out or cuts prompts (utils.truncation).
+    """
+    if SOURCE_ROW in prepared.column_names:
+        position = np.full(num_rows, -1, dtype=np.int64)
+        position[np.asarray(prepared[SOURCE_ROW], dtype=np.int64)] = np.arange(len(prepared))
+    else:
+        position = np.arange(num_rows, dtype=np.int64)
+    cut = (np.asarray(prepared[PROMPT_CUT], dtype=bool) if PROMPT_CUT in prepared.column_names
+           else np.zeros(len(prepared), dtype=bool))
+    report = []
+    for rows in partition:
+        kept = position[rows]
+        kept = kept[kept >= 0]
+        report.append({"rows": int(len(rows)), "kept": int(len(kept)), "prompt_cut": int(cut[kept].sum()),
+                       "dropped": int(len(rows) - len(kept))})
+    return report
+
+
+def record_tokenization(run_dir: str | Path, report: Sequence[dict[str, int]], seq_length: int) -> None:
+    """Add the per-client tokenisation counts to ``partition.json``; log those of clients with cut or left-out rows."""
+    path = Path(run_dir) / REPORT_JSON
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data["tokenization"] = {"seq_length": seq_length, "clients": list(report)}
+    path.write_text(json.dumps(data, indent=1))
+    touched = [(cid, r) for cid, r in enumerate(report) if r["prompt_cut"] or r["dropped"]]
+    for cid, r in touched:
+        logger.info("client %d: %d of %d rows kept, %d with the prompt cut, %d left out by --seq_length %d",
+                    cid, r["kept"], r["rows"], r["prompt_cut"], r["dropped"], seq_length)

@@ -117,8 +117,9 @@ class RoundLoop:
         global_params = get_state(self.trainable)
         if self.rounds_done == 0 and self.evaluator is not None:
             self._write_metrics({"round": 0, **self._evaluate()})
+        # disable=None: no bar when stderr is not a terminal (CI, nohup, > log), where redraws would flood the log.
         bar = tqdm(range(self.rounds_done, plan.num_rounds), desc="rounds", position=0, dynamic_ncols=True,
-                   initial=self.rounds_done, total=plan.num_rounds)
+                   initial=self.rounds_done, total=plan.num_rounds, disable=None)
         for server_round in bar:
             start = time.perf_counter()
             global_params, record = self._one_round(server_round, global_params)
@@ -151,6 +152,9 @@ class RoundLoop:
             logger.warning("round %d: no usable client update; the global adapter is unchanged", server_round + 1)
         set_state(self.trainable, global_params)
         losses = [float(u.metrics["train_loss"]) for u in updates]
+        if losses and not any(losses):
+            logger.warning("round %d: every client's training loss is exactly 0: no trainable token reached the "
+                           "loss, so nothing is learnt (check the data and --seq_length)", server_round + 1)
         record: dict[str, Any] = {
             "round": server_round + 1,
             "clients": clients,

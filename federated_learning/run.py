@@ -59,7 +59,7 @@ def prepare(cfg: RunConfig, *, wrap_evaluator: Callable[[Evaluator], Evaluator] 
     )
     from federated_learning.client import LocalTrainer
     from federated_learning.partition import client_rows
-    from federated_learning.partition_report import describe_partition
+    from federated_learning.partition_report import describe_partition, record_tokenization, tokenization_report
 
     dataset = task.load(cfg)
     partition = split_clients(dataset, cfg)
@@ -67,12 +67,17 @@ def prepare(cfg: RunConfig, *, wrap_evaluator: Callable[[Evaluator], Evaluator] 
     describe_partition(dataset, partition, cfg.fed.partition_column, run_dir)
     model, tokenizer = load_peft_model(cfg.script, task.start_adapter(cfg))
     # One tokenisation of the whole set; each client holds only its row indices into it.
-    shards = client_rows(task.tokenize(dataset, tokenizer, cfg), partition, len(dataset))
+    prepared = task.tokenize(dataset, tokenizer, cfg)
+    report = tokenization_report(prepared, partition, len(dataset))
+    record_tokenization(run_dir, report, cfg.script.seq_length)
+    shards = client_rows(prepared, partition, len(dataset))
     empty = [cid for cid, shard in enumerate(shards) if len(shard) == 0]
     if empty:
+        left_out = sum(report[cid]["dropped"] for cid in empty)
         raise ValueError(
-            f"clients {empty} have no usable example after tokenisation (see the warnings above); "
-            "raise --seq_length or lower --num_clients"
+            f"clients {empty} have no trainable example: {left_out} of their rows need more than --seq_length "
+            f"{cfg.script.seq_length} tokens for the response alone (the rest: none); raise --seq_length, or "
+            "lower --num_clients if they hold no rows"
         )
     bf16 = use_bf16(cfg.script)
     logger.info(

@@ -25,7 +25,7 @@ from federated_learning.tasks import Task, get_task
 from flower_app.logs import setup_flower_logging
 from flower_app.node_config import NodeSettings
 from flower_app.run_config import RunSettings
-from utils.constants import SOURCE_ROW
+from utils.constants import PROMPT_CUT, SOURCE_ROW
 from utils.model_source import validate_model_source
 
 logger = logging.getLogger(__name__)
@@ -70,8 +70,9 @@ def build_worker(key: tuple[object, ...], settings: RunSettings, node: NodeSetti
     rows = load_client_rows(task, settings, node)
     model, tokenizer = load_peft_model(cfg.script, task.start_adapter(cfg))
     shard = task.tokenize(rows, tokenizer, cfg)
-    if SOURCE_ROW in shard.column_names:  # rows were dropped; the node needs only the kept ones
-        shard = shard.remove_columns(SOURCE_ROW)
+    bookkeeping = [c for c in (SOURCE_ROW, PROMPT_CUT) if c in shard.column_names]
+    if bookkeeping:  # the node trains on the rows kept, and needs nothing else about them
+        shard = shard.remove_columns(bookkeeping)
     if len(shard) == 0:
         raise ValueError(f"client {node.partition_id} has no usable example after tokenisation; raise --seq_length "
                          "or give it more data")

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from federated_learning.partition import SOURCE_ROW
+from utils.constants import PROMPT_CUT, SOURCE_ROW
 from utils.dpo_data import (
     HH_RLHF,
     ULTRAFEEDBACK,
@@ -267,21 +267,25 @@ def test_missing_columns_are_named(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ tokenising
-def test_tokenize_dpo_matches_template_and_honours_seq_length(tokenizer: Any) -> None:
+def test_tokenize_dpo_keeps_both_answers_whole_and_cuts_the_prompt(tokenizer: Any) -> None:
     rows = datasets.Dataset.from_list([
         {"prompt": ["the a of"], "chosen": "positive news", "rejected": "negative"},
-        {"prompt": ["to and in " * 40], "chosen": "x", "rejected": "y"},  # prompt alone fills seq_length
+        {"prompt": ["to and in " * 40], "chosen": "x", "rejected": "y"},  # a long prompt: cut from the left
+        {"prompt": ["the"], "chosen": "of " * 80, "rejected": "a"},  # an answer longer than seq_length: left out
     ])
     seq_length = 60
     out = tokenize_dpo(rows, tokenizer, "alpaca", seq_length)
-    # The dropped pair leaves a record of which training rows were kept.
-    assert out.column_names == ["prompt_ids", "chosen_ids", "rejected_ids", SOURCE_ROW]
-    assert out[SOURCE_ROW] == [0]
+    assert out.column_names == ["prompt_ids", "chosen_ids", "rejected_ids", SOURCE_ROW, PROMPT_CUT]
+    assert out[SOURCE_ROW] == [0, 1] and out[PROMPT_CUT] == [False, True]
     prompt, chosen, rejected = render_preference_row(rows[0], get_template("alpaca"), tokenizer)
     assert out[0]["prompt_ids"] == tokenizer(prompt)["input_ids"]
-    room = seq_length - len(out[0]["prompt_ids"])
-    assert out[0]["chosen_ids"] == tokenizer(chosen, add_special_tokens=False)["input_ids"][:room]
-    assert out[0]["rejected_ids"] == tokenizer(rejected, add_special_tokens=False)["input_ids"][:room]
-    short = tokenize_dpo(rows.select([0]), tokenizer, "alpaca", len(out[0]["prompt_ids"]) + 2)
-    assert len(short[0]["chosen_ids"]) == 2 and len(short[0]["rejected_ids"]) == 2
-    assert short.column_names == ["prompt_ids", "chosen_ids", "rejected_ids"]  # nothing dropped
+    assert out[0]["chosen_ids"] == tokenizer(chosen, add_special_tokens=False)["input_ids"]
+    assert out[0]["rejected_ids"] == tokenizer(rejected, add_special_tokens=False)["input_ids"]
+    prompt, chosen, rejected = render_preference_row(rows[1], get_template("alpaca"), tokenizer)
+    full_prompt = tokenizer(prompt)["input_ids"]
+    answers = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in (chosen, rejected)]
+    assert [out[1]["chosen_ids"], out[1]["rejected_ids"]] == answers  # both answers whole
+    assert len(out[1]["prompt_ids"]) == seq_length - max(map(len, answers))
+    assert out[1]["prompt_ids"] == full_prompt[-len(out[1]["prompt_ids"]):]  # the prompt's end survives
+    plain = tokenize_dpo(rows.select([0]), tokenizer, "alpaca", seq_length)
+    assert plain.column_names == ["prompt_ids", "chosen_ids", "rejected_ids"]  # nothing cut, nothing dropped

@@ -119,14 +119,15 @@ def test_completion_logprobs_match_a_single_unpadded_forward(tiny) -> None:
         assert score.logprob == pytest.approx(expected, abs=1e-4)
 
 
-def test_truncation_drops_completion_tokens(tiny) -> None:
+def test_truncation_keeps_the_completion_and_cuts_the_prompt(tiny) -> None:
     model, tokenizer = tiny
     prompt = "the company profit rose"
     n_prompt = len(tokenizer(prompt)["input_ids"])
-    (one,) = completion_logprobs(model, tokenizer, [prompt], [" positive news"], seq_length=n_prompt + 1)
-    assert one.num_tokens == 1
-    (none,) = completion_logprobs(model, tokenizer, [prompt], [" positive"], seq_length=n_prompt)
-    assert none.num_tokens == 0 and none.logprob == 0.0
+    n_completion = len(tokenizer(" positive news", add_special_tokens=False)["input_ids"])
+    (whole,) = completion_logprobs(model, tokenizer, [prompt], [" positive news"], seq_length=n_prompt + 1)
+    assert whole.num_tokens == n_completion  # the prompt gave way, not the completion
+    (none,) = completion_logprobs(model, tokenizer, [prompt], [" positive news"], seq_length=n_completion)
+    assert none.num_tokens == 0 and none.logprob == 0.0  # no room left for any prompt token: not scored
 
 
 def test_heldout_loss_equals_hf_loss_with_labels(tiny) -> None:

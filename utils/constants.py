@@ -10,5 +10,8 @@ EMBEDDED_MODEL = "embedded"
 SOURCE_ROW = "source_row"
 """Column a tokeniser that drops rows adds: the training-set index of each row it kept."""
 
+PROMPT_CUT = "prompt_cut"
+"""Column a tokeniser that cut prompts adds: whether each kept row's prompt was cut to fit (utils.truncation)."""
+
 REF_ADAPTER = "ref"
 """Name of the frozen adapter holding a DPO reference policy other than the base model."""

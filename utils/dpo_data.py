@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from utils.data_files import load_data_files
 from utils.sft_data import BUILDERS, HUB_SFT_DATASETS, KEPT_COLUMNS, local_data_root, read_files, text_value
 
 if TYPE_CHECKING:
@@ -294,7 +295,7 @@ def _read_raw(dataset_name: str, source: _Source, split: str) -> datasets.Datase
         files = _mirror_files(source.path, split, HUB_DPO_DATASETS[dataset_name].suffixes)
         builder = "parquet" if files[0].name.endswith(".parquet") else "json"
         logger.info("Reading %d %s file(s) for split %s from %s", len(files), builder, split, source.path)
-        return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
+        return load_data_files(builder, [str(f) for f in files])
     return read_files(source.path, None, split)
 
 

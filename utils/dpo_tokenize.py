@@ -9,8 +9,9 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from utils.constants import SOURCE_ROW
+from utils.constants import PROMPT_CUT, SOURCE_ROW
 from utils.templates import Template, get_template
+from utils.truncation import FitCounts, count_fit, drop_unused_bookkeeping, fit_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -27,16 +28,17 @@ def render_preference_row(
 
 
 def tokenize_dpo(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, template_name: str, seq_length: int) -> Dataset:
-    """Return ``prompt_ids``, ``chosen_ids`` and ``rejected_ids`` with prompt + answer cut to ``seq_length``.
+    """Return ``prompt_ids``, ``chosen_ids`` and ``rejected_ids``, prompt + each answer at most ``seq_length`` tokens.
 
     As for SFT (and ``evaluation.logprobs``), prompt and answers are tokenised separately (special
-    tokens on the prompt only) and a sequence is cut keeping its start, so ``--seq_length`` bounds
-    prompt + answer exactly as ``DPOConfig.max_length`` means it. Pairs whose prompt alone fills
-    ``seq_length`` have no answer token left to learn from and are dropped (counted in the log);
-    when any is, the result has a ``SOURCE_ROW`` column, the index in ``dataset`` of each kept row.
+    tokens on the prompt only), and what does not fit follows ``utils.truncation``: both answers are
+    kept whole and the prompt is cut from the left to fit the longer of them, so ``--seq_length``
+    bounds prompt + answer exactly as ``DPOConfig.max_length`` means it; a pair whose longer answer
+    alone does not fit is left out. ``PROMPT_CUT`` / ``SOURCE_ROW`` columns as in ``tokenize_sft``.
     Run once per run: the round loop selects rows of the result, never re-tokenising.
     """
     template = get_template(template_name)
+    counts = FitCounts()
 
     def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
@@ -44,23 +46,22 @@ def tokenize_dpo(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, template_
         prompt_ids = tokenizer([t[0] for t in texts], add_special_tokens=True)["input_ids"]
         chosen_ids = tokenizer([t[1] for t in texts], add_special_tokens=False)["input_ids"]
         rejected_ids = tokenizer([t[2] for t in texts], add_special_tokens=False)["input_ids"]
-        out: dict[str, list[Any]] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": [], SOURCE_ROW: []}
+        out: dict[str, list[Any]] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": [], SOURCE_ROW: [],
+                                     PROMPT_CUT: []}
         for index, prompt, chosen, rejected in zip(indices, prompt_ids, chosen_ids, rejected_ids, strict=True):
-            room = seq_length - len(prompt)
-            if room < 1:
+            fitted = fit_prompt(prompt, max(len(chosen), len(rejected)), seq_length, tokenizer.bos_token_id)
+            count_fit(counts, prompt, fitted)
+            if fitted is None:
                 continue
+            out["prompt_ids"].append(fitted)
+            out["chosen_ids"].append(chosen)
+            out["rejected_ids"].append(rejected)
             out[SOURCE_ROW].append(index)
-            out["prompt_ids"].append(prompt)
-            out["chosen_ids"].append(chosen[:room])
-            out["rejected_ids"].append(rejected[:room])
+            out[PROMPT_CUT].append(len(fitted) < len(prompt))
         return out
 
     tokenized = dataset.map(
         encode, batched=True, with_indices=True, remove_columns=dataset.column_names, desc="Tokenising",
         load_from_cache_file=False,
     )
-    if len(tokenized) == len(dataset):
-        return tokenized.remove_columns(SOURCE_ROW)
-    logger.warning("Dropped %d of %d preference pairs whose prompt alone fills --seq_length %d",
-                   len(dataset) - len(tokenized), len(dataset), seq_length)
-    return tokenized
+    return drop_unused_bookkeeping(tokenized, counts, seq_length)

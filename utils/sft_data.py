@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from utils.data_files import load_data_files
+
 if TYPE_CHECKING:
     import datasets
 
@@ -208,8 +210,6 @@ def validate_sft_data_args(dataset_name: str, local_data_dir: str | None) -> Non
 
 def read_files(path: Path, mapping: SftMapping | None, split: str) -> datasets.Dataset:
     """Read a data file, or a folder's files of ``split``, with the matching ``datasets`` builder."""
-    import datasets
-
     if path.is_file():
         builder, files = BUILDERS[path.suffix.lower()], [str(path)]
     else:
@@ -221,7 +221,7 @@ def read_files(path: Path, mapping: SftMapping | None, split: str) -> datasets.D
         kwargs["converters"] = dict.fromkeys(("instruction", "input", "output", "response", "question",
                                          "answer", "problem", "solution"), str)
     logger.info("Reading %d %s file(s) for split %s from %s", len(files), builder, split, path)
-    return datasets.load_dataset(builder, data_files=files, split="train", **kwargs)
+    return load_data_files(builder, files, **kwargs)
 
 
 def _local_mapping(columns: list[str], where: str) -> SftMapping:

@@ -7,10 +7,13 @@ dataset, an OpenFedLLM hub name, a local file; ``--local_data_dir`` as in traini
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from evaluation.heldout_loss import heldout_loss
+from evaluation.heldout_loss import heldout_loss, render_rows
+from evaluation.logprobs import tokenize_pair
 from evaluation.registry import Benchmark, BenchmarkResult, EvalSettings, Row, register
 
 
@@ -33,6 +36,12 @@ class HeldOutLoss(Benchmark):
     def normalize(self, rows: list[Row]) -> list[Row]:
         return [{"id": i, "instruction": r["instruction"], "response": r["response"], "reference": r["response"]}
                 for i, r in enumerate(rows)]
+
+    def unscorable(self, examples: Sequence[Row], tokenizer: PreTrainedTokenizerBase, settings: EvalSettings) -> int:
+        """Rows whose response alone does not fit ``--seq_length`` (``utils.truncation``)."""
+        prompts, completions = render_rows(examples, tokenizer, settings.template)
+        return sum(not tokenize_pair(tokenizer, p, c, settings.seq_length)[0]
+                   for p, c in zip(prompts, completions, strict=True))
 
     def evaluate(
         self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, examples: list[Row], settings: EvalSettings
