@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from peft import PeftModel
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 SEP = "/"
@@ -80,8 +81,25 @@ def save_checkpoint(run_dir: Path, rounds_done: int, model: PeftModel, server_st
     return target
 
 
+def _earlier_checkpoint(path: Path) -> str:
+    """A hint naming the latest checkpoint of the same run before ``path``, if there is one."""
+    def rounds(folder: Path) -> int:
+        suffix = folder.name.removeprefix("checkpoint-")
+        return int(suffix) if suffix.isdigit() else -1
+
+    earlier = sorted((p for p in path.parent.glob("checkpoint-*") if p.is_dir() and -1 < rounds(p) < rounds(path)),
+                     key=rounds)
+    if earlier:
+        return f"resume from the previous one, --resume_from_checkpoint {earlier[-1]}"
+    return "this run has no earlier checkpoint: start it again without --resume_from_checkpoint"
+
+
 def load_checkpoint(path: str | Path) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]]:
-    """Return (rounds done, global adapter state, server state) from a ``checkpoint-<r>`` folder."""
+    """Return (rounds done, global adapter state, server state) from a ``checkpoint-<r>`` folder.
+
+    A missing or unreadable file (a truncated copy, a broken JSON) raises one ValueError naming the
+    file of the checkpoint and the earlier checkpoint to resume from instead.
+    """
     path = Path(path)
     for name in (ADAPTER, TENSORS, VALUES):
         if not (path / name).is_file():
@@ -89,6 +107,26 @@ def load_checkpoint(path: str | Path) -> tuple[int, dict[str, torch.Tensor], dic
                 f"--resume_from_checkpoint {str(path)!r} lacks {name}; "
                 "pass a checkpoint-<round> folder written by this framework"
             )
-    values = json.loads((path / VALUES).read_text())
-    rounds_done = int(values.pop("rounds_done"))
-    return rounds_done, load_file(str(path / ADAPTER)), unflatten(load_file(str(path / TENSORS)), values)
+    try:
+        values = json.loads((path / VALUES).read_text())
+        rounds_done = int(values.pop("rounds_done"))
+        adapter = load_file(str(path / ADAPTER))
+        tensors = load_file(str(path / TENSORS))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, SafetensorError) as err:
+        broken = next((name for name in (VALUES, ADAPTER, TENSORS) if not _readable(path / name)), VALUES)
+        raise ValueError(f"--resume_from_checkpoint {path}: {broken} is unreadable ({type(err).__name__}: "
+                         f"{err}); {_earlier_checkpoint(path)}") from err
+    return rounds_done, adapter, unflatten(tensors, values)
+
+
+def _readable(file: Path) -> bool:
+    """Whether ``file`` (a checkpoint's JSON or safetensors file) parses."""
+    try:
+        if file.suffix == ".json":
+            values = json.loads(file.read_text())
+            int(values["rounds_done"])
+        else:
+            load_file(str(file))
+    except (OSError, ValueError, TypeError, KeyError, SafetensorError):
+        return False
+    return True

@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import logging
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -51,27 +51,40 @@ _RESCALING_ATTRIBUTES = ("final_logit_softcapping", "logit_scale", "output_multi
                          "logits_scaling")
 
 
+def _carries_adapter(head: torch.nn.Module) -> bool:
+    """Whether the output layer is a PEFT layer (``--peft_target_modules`` named lm_head)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return isinstance(head, BaseTunerLayer)
+
+
 def _supported(model: PreTrainedModel) -> str | None:
     """Why the label-only head cannot stand in for TRL's on ``model`` (None: it can)."""
     head = model.get_output_embeddings()
     if head is None:
         return "it has no output embeddings"
-    if head.weight.device.type in ("cuda", "xpu"):
-        return "TRL's Triton kernel already scores only labelled positions on this device"
     text_config = model.config.get_text_config()
     for name in _RESCALING_ATTRIBUTES:
         if getattr(text_config, name, None) is not None:
+            if _carries_adapter(head):
+                raise ValueError(f"--peft_target_modules adapts lm_head, but this model's config sets {name}, "
+                                 "which the fused losses here cannot apply to an adapted head; drop lm_head")
             return f"its config sets {name}"
     if getattr(text_config, "output_router_logits", False):
         return "it is a mixture of experts with router losses"
+    # TRL's fused head reads the output layer's base weight only: with a LoRA on lm_head, the
+    # label-only head (which calls the layer itself) is the only correct one, on every device.
+    if head.weight.device.type in ("cuda", "xpu") and not _carries_adapter(head):
+        return "TRL's Triton kernel already scores only labelled positions on this device"
     return None
 
 
 def _chunk_fields(
-    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, fields: Sequence[str]
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, fields: Sequence[str],
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Log-probability of each target, then the requested metric fields (no gradient), for one chunk."""
-    logits = F.linear(hidden, weight, bias).float()
+    logits = (F.linear(hidden, weight, bias) if project is None else project(hidden)).float()
     # One fused log-softmax (forward and backward): 22% faster than logsumexp + gather here.
     log_probs = -F.cross_entropy(logits, targets, reduction="none")
     extra = []
@@ -98,23 +111,26 @@ def label_only_log_probs(
     targets: torch.Tensor,
     fields: Sequence[str] = (),
     logits_per_chunk: int = LOGITS_PER_CHUNK,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Log-softmax of ``hidden @ weight.T (+ bias)`` at ``targets``, plus ``fields``, for [N, H] hidden states.
 
+    ``project``: the output layer itself, when it is more than ``weight`` and ``bias`` (a LoRA-adapted
+    lm_head: its logits include the adapter's term); ``weight`` then only gives the vocabulary size.
     When the logits would exceed ``logits_per_chunk`` elements, they are built chunk by chunk and,
     with gradients, recomputed in backward (activation checkpointing), so memory stays bounded for
     long completions at the price of one extra head matmul per chunk.
     """
     tokens = max(1, logits_per_chunk // weight.shape[0])
     if hidden.shape[0] <= tokens:
-        return _chunk_fields(hidden, weight, bias, targets, fields)
+        return _chunk_fields(hidden, weight, bias, targets, fields, project)
     parts = []
     for start in range(0, hidden.shape[0], tokens):
         h, t = hidden[start:start + tokens], targets[start:start + tokens]
         if torch.is_grad_enabled() and h.requires_grad:
-            parts.append(checkpoint(_chunk_fields, h, weight, bias, t, fields, use_reentrant=False))
+            parts.append(checkpoint(_chunk_fields, h, weight, bias, t, fields, project, use_reentrant=False))
         else:
-            parts.append(_chunk_fields(h, weight, bias, t, fields))
+            parts.append(_chunk_fields(h, weight, bias, t, fields, project))
     return tuple(torch.cat(column) for column in zip(*parts, strict=True))
 
 
@@ -145,7 +161,7 @@ def _label_only_forward(
     mask = labels != -100
     fields = self._label_only_fields
     columns = label_only_log_probs(hidden_states.to(head.weight.device)[mask], head.weight, head.bias,
-                                   labels[mask], fields)
+                                   labels[mask], fields, project=head if _carries_adapter(head) else None)
     # masked_scatter keeps an all-masked batch connected to the graph (a differentiable zero loss).
     per_token = [column.new_zeros(mask.shape).masked_scatter(mask, column) for column in columns]
     log_probs = per_token[0]

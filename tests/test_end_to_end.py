@@ -73,6 +73,25 @@ def test_resume_is_byte_identical(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert rounds == [3, 4]
 
 
+@pytest.mark.parametrize(("name", "corrupt", "message"), [
+    ("adapter_model.safetensors", lambda b: b[: len(b) // 2], "adapter_model.safetensors is unreadable"),
+    ("federated_state.json", lambda b: b[:-5], "federated_state.json is unreadable"),
+    ("federated_state.safetensors", lambda b: b"{}" + b[2:], "federated_state.safetensors is unreadable"),
+])
+def test_corrupt_checkpoint_names_the_file_and_the_previous_checkpoint(
+    tmp_path: Path, tiny_model_dir: Path, name: str, corrupt: object, message: str
+) -> None:
+    full = run(tmp_path, tiny_model_dir, "--run_name", "c", "--num_rounds", "2", "--save_model_freq", "1")
+    target = full / "checkpoint-2" / name
+    target.write_bytes(corrupt(target.read_bytes()))  # type: ignore[operator]
+    with pytest.raises(ValueError, match=f"{message}.*--resume_from_checkpoint {full / 'checkpoint-1'}"):
+        run(tmp_path, tiny_model_dir, "--num_rounds", "3", "--resume_from_checkpoint", str(full / "checkpoint-2"))
+    first = full / "checkpoint-1" / name
+    first.write_bytes(corrupt(first.read_bytes()))  # type: ignore[operator]
+    with pytest.raises(ValueError, match="no earlier checkpoint: start it again"):
+        run(tmp_path, tiny_model_dir, "--num_rounds", "3", "--resume_from_checkpoint", str(full / "checkpoint-1"))
+
+
 def test_eval_samples_zero_trains_without_evaluating(tmp_path: Path, tiny_model_dir: Path) -> None:
     run_dir = run(tmp_path, tiny_model_dir, "--run_name", "no-eval", "--eval_samples", "0", "--eval_every", "1")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

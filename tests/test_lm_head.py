@@ -90,3 +90,30 @@ def test_rescaled_logits_keep_trl_head(tiny_model_dir: Path) -> None:
     assert not use_label_only_head(model)
     with pytest.raises(ValueError, match="unknown fused-head fields"):
         use_label_only_head(model, ("logits",))
+
+
+def test_lora_on_lm_head_is_in_the_loss_and_trains(tiny_model_dir: Path) -> None:
+    """--peft_target_modules q_proj,v_proj,lm_head: the fused loss is the model's own; lm_head's LoRA trains."""
+    from transformers import AutoModelForCausalLM
+
+    from utils.model import add_lora_adapter
+
+    torch.manual_seed(0)
+    model = add_lora_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), r=4, alpha=8, dropout=0.0,
+                             modules="q_proj,v_proj,lm_head")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)  # a trained adapter: the head's LoRA term changes the logits
+    batch = _batch(model.config.vocab_size)
+    plain = model(**batch).loss  # the model's own forward: logits through the adapted lm_head
+    with torch.no_grad(), model.disable_adapter():
+        without_adapters = model(**batch).loss
+    assert use_label_only_head(model)
+    model.zero_grad(set_to_none=True)
+    fused = model(**batch, fused_lm_head=True).loss
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+    assert abs(float(fused) - float(without_adapters)) > 1e-3
+    fused.backward()
+    head_grads = [p.grad for n, p in model.named_parameters() if "lm_head" in n and "lora_" in n]
+    assert head_grads and all(g is not None and g.abs().sum() > 0 for g in head_grads)
