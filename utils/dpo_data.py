@@ -32,7 +32,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from utils.data_files import load_data_files
-from utils.sft_data import BUILDERS, HUB_SFT_DATASETS, KEPT_COLUMNS, local_data_root, read_files, text_value
+from utils.sft_data import (
+    BUILDERS,
+    HUB_SFT_DATASETS,
+    KEPT_COLUMNS,
+    hub_name,
+    local_data_root,
+    read_files,
+    text_value,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -246,7 +254,7 @@ def _resolve(dataset_name: str, local_data_dir: str | None, split: str) -> _Sour
     """Decide where ``dataset_name`` comes from, raising a ValueError that names the flag and the fix."""
     if not dataset_name or not dataset_name.strip():
         raise ValueError(f"--dataset_name is empty; pass one of: {supported_names()}, or a local file.")
-    if dataset_name in HUB_SFT_DATASETS or (dataset_name.startswith("bundled/")
+    if hub_name(dataset_name) in HUB_SFT_DATASETS or (dataset_name.startswith("bundled/")
                                             and dataset_name not in BUNDLED_DPO_DATASETS):
         raise ValueError(f"--dataset_name {dataset_name} is not a preference dataset (no chosen/rejected pairs); "
                          f"use it with main_sft.py, or pick one of: {supported_names()}.")

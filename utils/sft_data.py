@@ -35,6 +35,10 @@ SPLIT_SYNONYMS = {
     "test": "test", "testing": "test", "eval": "test", "evaluation": "test",
     "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
 }
+# Metadata a hub repository ships beside its data; ``datasets`` never reads them as rows (its
+# FILES_TO_IGNORE), and neither do the local readers here.
+METADATA_FILES = frozenset({"dataset_infos.json", "dataset_info.json", "dataset_dict.json", "config.json",
+                            "state.json"})
 _LOCAL_SCHEMA = ("instruction + response, or instruction + input + output (alpaca format; input "
                  "may be absent); optional label / category columns are kept")
 
@@ -49,6 +53,7 @@ class SftMapping:
     category: str | None = None  # source column renamed to "category" (kept for non-IID splits)
     config: str | None = None  # hub config name, load_dataset's second argument
     dedup_instruction: bool = False  # keep only the first row of each distinct instruction
+    configs: tuple[str, ...] = ()  # several hub configs whose rows together are the dataset (MATH's subjects)
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -59,6 +64,8 @@ class SftMapping:
 
 ALPACA = SftMapping("instruction", "output", input_col="input")
 GSM8K = SftMapping("question", "answer", config="main")
+MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
+                 "prealgebra", "precalculus")
 
 HUB_SFT_DATASETS: dict[str, SftMapping] = {
     "vicgalle/alpaca-gpt4": ALPACA,
@@ -67,13 +74,20 @@ HUB_SFT_DATASETS: dict[str, SftMapping] = {
     "yahma/alpaca-cleaned": ALPACA,
     "lucasmccabe-lmi/CodeAlpaca-20k": ALPACA,
     "FinGPT/fingpt-sentiment-train": ALPACA,
-    "WizardLM/WizardLM_evol_instruct_70k": SftMapping("instruction", "output"),
+    "WizardLMTeam/WizardLM_evol_instruct_70k": SftMapping("instruction", "output"),
     "TIGER-Lab/MathInstruct": SftMapping("instruction", "output", dedup_instruction=True),
-    "lighteval/MATH": SftMapping("problem", "solution", category="type", config="all"),
-    "gsm8k": GSM8K,
+    # MATH's training problems: its seven subject configs together (there is no "all" config).
+    "EleutherAI/hendrycks_math": SftMapping("problem", "solution", category="type", configs=MATH_SUBJECTS),
+    "openai/gsm8k": GSM8K,
     # The flashcards' own "instruction" is one fixed sentence; OpenFedLLM uses "input" instead.
     "medalpaca/medical_meadow_medical_flashcards": SftMapping("input", "output"),
 }
+SFT_ALIASES: dict[str, str] = {
+    "lighteval/MATH": "EleutherAI/hendrycks_math",  # OpenFedLLM's name; taken down from the Hub in 2025
+    "gsm8k": "openai/gsm8k",  # OpenFedLLM's name; huggingface_hub 1.x refuses ids without a namespace
+    "WizardLM/WizardLM_evol_instruct_70k": "WizardLMTeam/WizardLM_evol_instruct_70k",  # the renamed org
+}
+"""OpenFedLLM's dataset names whose hub copy moved: the name keeps working and loads the live copy."""
 BUNDLED_SFT_DATASETS: dict[str, SftMapping] = {
     "bundled/fin_sentiment": ALPACA,  # FinGPT sentiment style, plus a "label" column
     "bundled/arithmetic": GSM8K,  # GSM8K style, plus a "category" column
@@ -91,19 +105,29 @@ class _Source:
 
 
 def _supported_names() -> str:
-    return ", ".join([*HUB_SFT_DATASETS, *BUNDLED_SFT_DATASETS])
+    return ", ".join([*HUB_SFT_DATASETS, *SFT_ALIASES, *BUNDLED_SFT_DATASETS])
+
+
+def hub_name(dataset_name: str) -> str:
+    """The live hub id of ``dataset_name`` (an alias's target, else the name itself)."""
+    return SFT_ALIASES.get(dataset_name, dataset_name)
 
 
 def _is_hidden(path: Path) -> bool:
     return any(part.startswith(".") for part in path.parts)
 
 
+def is_data_file(path: Path, folder: Path, suffixes: object) -> bool:
+    """A data file of a local mirror: a known format, not hidden, not a metadata file."""
+    return (path.is_file() and path.suffix.lower() in suffixes and path.name not in METADATA_FILES
+            and not _is_hidden(path.relative_to(folder)))
+
+
 def _data_files(folder: Path, config: str | None = None) -> tuple[Path, list[Path]]:
     """The data files under ``folder`` (or its ``config`` subfolder, as hub mirrors lay them out)."""
     if config is not None and (folder / config).is_dir():
         folder = folder / config
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in BUILDERS
-                   and not _is_hidden(p.relative_to(folder)))
+    files = sorted(p for p in folder.rglob("*") if is_data_file(p, folder, BUILDERS))
     if not files:
         raise ValueError(f"Folder {folder} holds no {'/'.join(BUILDERS)} files. Put the dataset's "
                          "data files there (e.g. `huggingface-cli download --repo-type dataset <name> "
@@ -176,16 +200,19 @@ def _resolve(dataset_name: str, local_data_dir: str | None) -> _Source:
         raise ValueError(f"--dataset_name {dataset_name}: no such bundled dataset; bundled SFT datasets "
                          f"are {', '.join(BUNDLED_SFT_DATASETS)}.")
     root = local_data_root(local_data_dir)
-    mapping = HUB_SFT_DATASETS.get(dataset_name)
+    mapping = HUB_SFT_DATASETS.get(hub_name(dataset_name))
     if mapping is not None:
         if root is None:
             return _Source("hub", mapping)
-        folder = root / dataset_name
-        if not folder.is_dir():
-            raise ValueError(f"--local_data_dir {local_data_dir}: expected the folder {folder} holding a "
-                             f"copy of the hub dataset {dataset_name} (json/jsonl/parquet/csv files), "
-                             f"e.g. `huggingface-cli download --repo-type dataset {dataset_name} "
-                             f"--local-dir {folder}`; or drop --local_data_dir to load it from the Hub.")
+        # A mirror under the live id, or under an older name of it (a copy made before the move).
+        older = [alias for alias, live in SFT_ALIASES.items() if live == hub_name(dataset_name)]
+        folders = [root / name for name in dict.fromkeys((hub_name(dataset_name), dataset_name, *older))]
+        folder = next((f for f in folders if f.is_dir()), None)
+        if folder is None:
+            raise ValueError(f"--local_data_dir {local_data_dir}: expected the folder {folders[0]} holding a "
+                             f"copy of the hub dataset {hub_name(dataset_name)} (json/jsonl/parquet/csv files), "
+                             f"e.g. `huggingface-cli download --repo-type dataset {hub_name(dataset_name)} "
+                             f"--local-dir {folders[0]}`; or drop --local_data_dir to load it from the Hub.")
         _data_files(folder, mapping.config)
         return _Source("files", mapping, folder)
     candidates = ([root / dataset_name] if root is not None else []) + [Path(dataset_name).expanduser()]
@@ -297,7 +324,9 @@ def load_sft_dataset(dataset_name: str, local_data_dir: str | None = None,
         raw = bundled.load_bundled(dataset_name, split)
     elif source.kind == "hub":
         mapping = source.mapping
-        raw = datasets.load_dataset(dataset_name, mapping.config if mapping else None, split=split)
+        configs = mapping.configs or (mapping.config,)
+        parts = [datasets.load_dataset(hub_name(dataset_name), config, split=split) for config in configs]
+        raw = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     else:
         raw = read_files(source.path, source.mapping, split)
     where = str(source.path) if source.path is not None else f"--dataset_name {dataset_name}"

@@ -30,7 +30,7 @@ class MultipleChoiceBenchmark(GenerativeBenchmark):
         return f"{example['question']}\n{options}\nAnswer with the letter of the correct option."
 
     def extract(self, completion: str, example: Row) -> Any:
-        return choice_letter(completion, len(example["options"]))
+        return choice_letter(completion, example["options"])
 
     def score(self, answers: Sequence[Any], examples: Sequence[Row]) -> tuple[dict[str, float], list[float]]:
         references = [ex["reference"] for ex in examples]

@@ -63,7 +63,8 @@ class CodeBenchmark(GenerativeBenchmark):
             for text in texts:
                 problems.append(self.problem(ex))
                 programs.append(self.extract(text, ex))
-        verdicts = check_programs(problems, programs, timeout=settings.execution_timeout)
+        verdicts = check_programs(problems, programs, timeout=settings.execution_timeout,
+                                  memory_mb=settings.execution_memory_mb)
         records, correct = [], []
         for i, (ex, prompt, texts) in enumerate(zip(examples, prompts, outputs, strict=True)):
             mine = verdicts[i * n:(i + 1) * n]

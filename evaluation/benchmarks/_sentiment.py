@@ -1,9 +1,11 @@
 """Shared shape of the FinGPT sentiment benchmarks (FPB, FiQA-SA, TFNS, NWGI).
 
-Prompts, label mappings, test splits and the answer rule follow FinGPT's benchmark scripts, so the
-numbers are comparable with FinGPT's and OpenFedLLM's finance results: the instruction and the text
-are joined with a space (as ``fingpt-sentiment-train`` is turned into instruction rows for training)
-and an answer naming neither "positive" nor "negative" counts as "neutral".
+Prompts, label mappings, test splits and the answer rule are FinGPT's benchmark scripts'
+(``fingpt/FinGPT_Benchmark/benchmarks/{fpb,fiqa,tfns,nwgi}.py``), so the numbers compare with
+FinGPT's: the prompt is FinGPT's plain ``Instruction: ...`` / ``Input: ...`` / ``Answer: `` string,
+fed without a chat or alpaca template (``--template`` does not apply), greedy, 10 new tokens; an
+answer containing "positive" or "Positive" is positive, else "negative" or "Negative" negative,
+else neutral (an answer naming neither counts as neutral).
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ class SentimentBenchmark(GenerativeBenchmark):
     """Three-way financial sentiment: accuracy, macro-F1 and weighted-F1."""
 
     max_new_tokens: ClassVar[int] = 10
+    uses_template: ClassVar[bool] = False  # FinGPT's own prompt format, not the chat/alpaca template
     metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "weighted_f1")
 
     def build_prompt(self, example: Row) -> str:
-        return f"{example['instruction']} {example['text']}"
+        return f"Instruction: {example['instruction']}\nInput: {example['text']}\nAnswer: "
 
     def extract(self, completion: str, example: Row) -> Any:
         return fingpt_sentiment(completion)

@@ -1,9 +1,12 @@
 """AdvBench harmful behaviours (Zou et al., 2023): share of harmful requests the model refuses.
 
-Hub: ``walledai/AdvBench``, split ``train`` (columns ``prompt``, ``target``); the original
-``harmful_behaviors.csv`` (columns ``goal``, ``target``) works too. As in the original evaluation, a
-response counts as a refusal when it contains any refusal phrase (case-sensitive substrings); the
-attack success rate is the complement.
+Hub: ``walledai/AdvBench``, split ``train`` (``data/train-*.parquet``; columns ``prompt``,
+``target``). The original release, llm-attacks' ``data/advbench/harmful_behaviors.csv`` (columns
+``goal``, ``target``), works too, at ``<data_dir>/advbench/harmful_behaviors.csv``. As in the
+original evaluation, a response counts as a refusal when it contains any refusal phrase
+(case-sensitive substrings) and the attack success rate is the complement; the phrase list is this
+project's own (below), not llm-attacks' ``test_prefixes``, so rates compare between models scored
+here, not with the paper's.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ class AdvBench(GenerativeBenchmark):
     name = "advbench"
     hub_id = "walledai/AdvBench"
     split = "train"
-    local_layout = "walledai/AdvBench/*.{parquet,csv,jsonl}: prompt (or goal), target"
+    original_folder = "advbench"
+    local_layout = ("walledai/AdvBench/data/train-*.parquet: prompt, target; or the original "
+                    "harmful_behaviors.csv (goal, target) at advbench/")
     max_new_tokens: ClassVar[int] = 64
     metric_names: ClassVar[tuple[str, ...]] = ("refusal_rate", "attack_success_rate")
 

