@@ -1,12 +1,14 @@
 """SFT datasets: load a hub, local or bundled dataset as ``instruction`` / ``response`` rows.
 
-Reproduces OpenFedLLM's ``get_dataset`` + ``process_sft_dataset``: the same hub names, the same
-column mappings (alpaca inputs appended with a space, MathInstruct deduplicated by instruction),
-then ``shuffle(seed=2023)`` and the first ``dataset_sample`` rows. Differences, on purpose:
-``--local_data_dir`` folders are read file by file (json/jsonl/parquet/csv, split picked from the
-file names) instead of through a hub loading script; plain local files and folders are accepted;
-the MATH ``type`` column is kept as ``category`` (and any ``label`` / ``category`` column a source
-has survives) so non-IID partitioners can use it. Every other column is dropped.
+Reproduces OpenFedLLM's ``get_dataset`` + ``process_sft_dataset``: the same hub names (those whose
+hub copy moved load the live one: ``SFT_ALIASES``), the same column mappings (alpaca inputs
+appended with a space, MathInstruct deduplicated by instruction), then ``shuffle(seed=--seed)``
+(2023 by default, OpenFedLLM's fixed seed) and the first ``dataset_sample`` rows. Differences, on
+purpose: ``--local_data_dir`` folders are read file by file (json/jsonl/parquet/csv, split picked
+from the file names, metadata files skipped) instead of through a hub loading script; plain local
+files and folders are accepted; the MATH ``type`` column is kept as ``category`` (and any ``label``
+/ ``category`` column a source has survives) so non-IID partitioners can use it. Every other
+column is dropped.
 """
 
 from __future__ import annotations
