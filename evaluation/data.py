@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from utils.sft_data import SPLIT_SYNONYMS, is_data_file, split_of
+from utils.data_files import SPLIT_SYNONYMS, is_data_file, split_of
 
 logger = logging.getLogger(__name__)
 

@@ -23,11 +23,10 @@ from utils.dpo_data import (
     default_split,
     heldout_split,
     load_dpo_dataset,
-    split_transcripts,
-    to_pair,
     validate_dpo_data_args,
 )
 from utils.dpo_tokenize import render_preference_row, tokenize_dpo
+from utils.preference_rows import split_transcripts, to_pair
 from utils.templates import VICUNA_SYSTEM, get_template
 from utils.tiny_model import build_tiny_tokenizer
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from training_scripts import table_report
+
 SCRIPT = Path(__file__).resolve().parents[1] / "training_scripts" / "reproduce_table.py"
 spec = importlib.util.spec_from_file_location("reproduce_table", SCRIPT)
 reproduce_table = importlib.util.module_from_spec(spec)
@@ -31,15 +33,15 @@ def test_table_rows_mean_of_local_clients_and_claim_check() -> None:
         "fedadam": fake_run({"eval_accuracy": 0.45, "eval_macro_f1": 0.40}),
     }}
     methods = ["local0", "local1", "fedavg", "fedadam"]
-    rows = dict(reproduce_table.table_rows(results, [sentiment], methods))
+    rows = dict(table_report.table_rows(results, [sentiment], methods))
     assert rows["Base model (no training)"] == [0.33, 0.2]
     assert rows["Local only: mean of 2 clients"] == pytest.approx([0.50, 0.40])
     assert rows["FedAvg"] == [0.70, 0.65]
-    lines = reproduce_table.claim_check(list(rows.items()), [sentiment])
+    lines = table_report.claim_check(list(rows.items()), [sentiment])
     assert lines == ["- sentiment accuracy: 1 of 2 FL algorithms beat the mean local-only client (50.0): "
                      "all but FedAdam."]
     budget = reproduce_table.SMOKE
-    text = reproduce_table.render_markdown(results, [sentiment], methods, budget, "m", 1, 60.0)
+    text = table_report.render_markdown(results, [sentiment], methods, budget, "m", 1, 60.0)
     assert "| FedAvg | 70.0 | 65.0 |" in text
     assert "| Local only: mean of 2 clients | 50.0 | 40.0 |" in text
 
@@ -72,6 +74,7 @@ def test_smoke_reproduction_writes_table_and_plot(tmp_path: Path, tiny_model_dir
     runs = saved["results"]["sentiment"]
     assert set(runs) == {"local1", "fedavg", "scaffold"}
     assert [r for r, _ in runs["fedavg"]["curves"]["eval_accuracy"]] == [0, 1, 2]  # --eval_every 1, 2 rounds
+    assert all(run["lora_b_norm"] > 0 for run in runs.values()) and "| ‖B‖ | local 1 | FedAvg | SCAFFOLD |" in text
     # Every run was split alike and holds the same (shared) evaluation of the untrained model.
     run_dirs = [tmp_path / "runs" / "sentiment" / m for m in runs]
     partitions = [json.loads((d / "partition.json").read_text())["sizes"] for d in run_dirs]

@@ -37,15 +37,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from training_scripts.table_report import (  # noqa: E402
+    plot_curves,
+    render_markdown,
+)
+
 Evaluator = Callable[[Any], dict[str, float]]  # federated_learning.round_loop.Evaluator, without importing torch
 
 logger = logging.getLogger("reproduce_table")
 
 FL_ALGORITHMS = ("fedavg", "fedprox", "scaffold", "fedavgm", "fedadagrad", "fedyogi", "fedadam")
-DISPLAY_NAMES = {
-    "fedavg": "FedAvg", "fedprox": "FedProx", "scaffold": "SCAFFOLD", "fedavgm": "FedAvgM",
-    "fedadagrad": "FedAdagrad", "fedyogi": "FedYogi", "fedadam": "FedAdam",
-}
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,6 @@ TASKS = {
     "sentiment": BundledTask("sentiment", "bundled/fin_sentiment", "label", ("eval_accuracy", "eval_macro_f1")),
     "arithmetic": BundledTask("arithmetic", "bundled/arithmetic", "category", ("eval_exact_match",)),
 }
-METRIC_NAMES = {"eval_accuracy": "accuracy", "eval_macro_f1": "macro-F1", "eval_exact_match": "exact match"}
 
 
 @dataclass(frozen=True)
@@ -207,6 +207,14 @@ def shared_base_scores(cache: dict[str, dict[str, float]], dataset: str) -> Call
     return wrap
 
 
+def lora_b_norm(checkpoint: Path) -> float:
+    """Frobenius norm of all LoRA B matrices of a saved adapter, together."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(checkpoint / "adapter_model.safetensors"))
+    return float(sum(t.double().square().sum() for key, t in tensors.items() if "lora_B" in key) ** 0.5)
+
+
 def train_one(task: BundledTask, method: str, args: argparse.Namespace, model: str, runs_dir: Path) -> dict[str, Any]:
     """Train (or reuse) one run; return its final metrics, curves, client size and wall time."""
     from federated_learning.cli import parse_run
@@ -233,123 +241,13 @@ def train_one(task: BundledTask, method: str, args: argparse.Namespace, model: s
         raise RuntimeError(f"{run_dir}: no evaluation after round {args.budget.num_rounds} in metrics.jsonl")
     partition = json.loads((run_dir / "partition.json").read_text())
     return {
+        "lora_b_norm": lora_b_norm(run_dir / f"checkpoint-{args.budget.num_rounds}"),
         "final": final,
         "base": next((r for r in records if r["round"] == 0), None),
         "curves": {m: eval_curve(records, m) for m in task.metrics},
         "partition": partition,
         "seconds": seconds,
     }
-
-
-def _fmt(value: float | None, as_percent: bool = True) -> str:
-    if value is None or value != value:  # None or NaN
-        return "–"
-    return f"{100 * value:.1f}" if as_percent else f"{value:.3f}"
-
-
-def table_rows(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequence[BundledTask],
-               methods: Sequence[str]) -> list[tuple[str, list[float | None]]]:
-    """(method label, one value per task metric) rows: base model, local clients, their mean, FL algorithms."""
-    columns = [(task, metric) for task in tasks for metric in task.metrics]
-
-    def value(method: str, task: BundledTask, metric: str) -> float | None:
-        run = results.get(task.name, {}).get(method)
-        return None if run is None else run["final"].get(metric)
-
-    rows: list[tuple[str, list[float | None]]] = []
-    base = []
-    for task, metric in columns:
-        run = next(iter(results.get(task.name, {}).values()), None)
-        base.append(None if run is None or run["base"] is None else run["base"].get(metric))
-    rows.append(("Base model (no training)", base))
-    local = [m for m in methods if m.startswith("local")]
-    for method in local:
-        rows.append((f"Local only: client {method[5:]}", [value(method, t, m) for t, m in columns]))
-    if local:
-        means = []
-        for task, metric in columns:
-            values = [v for v in (value(m, task, metric) for m in local) if v is not None]
-            means.append(sum(values) / len(values) if values else None)
-        rows.append((f"Local only: mean of {len(local)} client{'s' if len(local) > 1 else ''}", means))
-    for method in methods:
-        if not method.startswith("local"):
-            rows.append((DISPLAY_NAMES.get(method, method), [value(method, t, m) for t, m in columns]))
-    return rows
-
-
-def render_markdown(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequence[BundledTask], methods: Sequence[str],
-                    budget: Budget, model: str, seed: int, total_seconds: float) -> str:
-    """results.md: the setup, the table and the check of the paper's claim against local training."""
-    header = ["Method"] + [f"{t.name} {METRIC_NAMES.get(m, m)}" for t in tasks for m in t.metrics]
-    lines = [
-        "# Local training vs federated algorithms on the bundled tasks",
-        "",
-        f"Model `{model}`; Dirichlet split (alpha {budget.dirichlet_alpha}) of {budget.dataset_sample} training rows "
-        f"over {budget.num_clients} clients (sentiment by label, arithmetic by category); FL samples "
-        f"{budget.sample_clients} clients per round; every run: {budget.num_rounds} rounds x {budget.max_steps} "
-        f"local steps x batch {budget.batch_size} per participating client, learning rate {budget.learning_rate} "
-        f"(cosine over rounds), FedOpt server step {budget.fedopt_eta}, FedAvgM/SCAFFOLD server step "
-        f"{budget.server_lr}, seed {seed}. Scores in percent on {budget.eval_samples} rows of the held-out test "
-        "split (unseen templates, companies and operand pairs), greedy decoding.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    rows = table_rows(results, tasks, methods)
-    for label, values in rows:
-        lines.append("| " + " | ".join([label, *(_fmt(v) for v in values)]) + " |")
-    lines += ["", *claim_check(rows, tasks), "",
-              f"Total wall time of the runs trained now: {total_seconds / 60:.1f} min."]
-    sizes = {t.name: next(iter(results[t.name].values()))["partition"]["sizes"] for t in tasks if results.get(t.name)}
-    lines += ["", "Client sizes: " + "; ".join(f"{name} {s}" for name, s in sizes.items()) + "."]
-    return "\n".join(lines) + "\n"
-
-
-def claim_check(rows: Sequence[tuple[str, list[float | None]]], tasks: Sequence[BundledTask]) -> list[str]:
-    """One line per headline metric: which FL algorithms beat the mean local-only client."""
-    mean_row = next((values for label, values in rows if label.startswith("Local only: mean")), None)
-    if mean_row is None:
-        return []
-    fl_rows = [(label, values) for label, values in rows if label in DISPLAY_NAMES.values()]
-    out = []
-    column = 0
-    for task in tasks:
-        baseline = mean_row[column]
-        if baseline is not None:
-            beaten = [label for label, values in fl_rows if values[column] is not None and values[column] > baseline]
-            losers = [label for label, values in fl_rows if label not in beaten]
-            verdict = "all of them" if not losers else "none" if not beaten else f"all but {', '.join(losers)}"
-            out.append(f"- {task.name} {METRIC_NAMES.get(task.metrics[0])}: {len(beaten)} of {len(fl_rows)} FL "
-                       f"algorithms beat the mean local-only client ({_fmt(baseline)}): {verdict}.")
-        column += len(task.metrics)
-    return out
-
-
-def plot_curves(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequence[BundledTask], methods: Sequence[str],
-                path: Path) -> None:
-    """Headline metric vs round, one panel per task: FL algorithms solid, local clients dashed grey."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.0 * len(tasks), 4.2), layout="constrained")
-    axes = fig.subplots(1, len(tasks), squeeze=False)[0]
-    for ax, task in zip(axes, tasks, strict=True):
-        metric = task.metrics[0]
-        for method in methods:
-            run = results.get(task.name, {}).get(method)
-            if run is None or not run["curves"][metric]:
-                continue
-            rounds, values = zip(*run["curves"][metric], strict=True)
-            percent = [100 * v for v in values]
-            if method.startswith("local"):
-                ax.plot(rounds, percent, "--", color="0.6", marker=".", label=f"local client {method[5:]}")
-            else:
-                ax.plot(rounds, percent, "-", marker="o", markersize=3, label=DISPLAY_NAMES.get(method, method))
-        ax.set_title(f"{task.name} ({task.dataset})")
-        ax.set_xlabel("round")
-        ax.set_ylabel(f"held-out {METRIC_NAMES.get(metric, metric)} (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.savefig(path, dpi=110)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

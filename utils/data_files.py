@@ -1,7 +1,10 @@
-"""Reading local data files with ``datasets``, and saying which file and line is broken when one is.
+"""Local data files: which files of a folder (or hub mirror) hold a split, and reading them with ``datasets``.
 
+A folder's data files are its parquet / json / jsonl / csv files, hidden ones and hub metadata
+(``dataset_infos.json``, ...) left out; a file belongs to the split its folder or file name names
+(``train``, ``test``, ``validation`` and their synonyms), after the Hub's data-file conventions.
 ``datasets`` reports a malformed JSON lines or CSV file as ``DatasetGenerationError: An error
-occurred while generating the dataset``, several tracebacks deep. Here that becomes one
+occurred while generating the dataset``, several tracebacks deep; here that becomes one
 ``ValueError`` naming the file, the line and the problem.
 """
 
@@ -12,12 +15,28 @@ import gzip
 import io
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import datasets
+
+logger = logging.getLogger(__name__)
+
+BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
+_BUILDER_PRIORITY = ("parquet", "json", "csv")  # when a folder mixes formats, the first one wins
+# Split keywords in file / folder names, after the conventions of the Hub's data-file resolution.
+SPLIT_SYNONYMS = {
+    "train": "train", "training": "train",
+    "test": "test", "testing": "test", "eval": "test", "evaluation": "test",
+    "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
+}
+# Metadata a hub repository ships beside its data; ``datasets`` never reads them as rows (its
+# FILES_TO_IGNORE), and neither do the local readers here.
+METADATA_FILES = frozenset({"dataset_infos.json", "dataset_info.json", "dataset_dict.json", "config.json",
+                            "state.json"})
 
 
 def _text(path: Path) -> str:
@@ -78,3 +97,86 @@ def load_data_files(builder: str, files: Sequence[str], **kwargs: Any) -> datase
         raise ValueError(describe_unreadable(builder, files, err)) from err
     finally:
         readers.setLevel(level)
+
+
+def _is_hidden(path: Path) -> bool:
+    return any(part.startswith(".") for part in path.parts)
+
+
+def is_data_file(path: Path, folder: Path, suffixes: object) -> bool:
+    """A data file of a local mirror: a known format, not hidden, not a metadata file."""
+    return (path.is_file() and path.suffix.lower() in suffixes and path.name not in METADATA_FILES
+            and not _is_hidden(path.relative_to(folder)))
+
+
+def data_files(folder: Path, config: str | None = None) -> tuple[Path, list[Path]]:
+    """The data files under ``folder`` (or its ``config`` subfolder, as hub mirrors lay them out)."""
+    if config is not None and (folder / config).is_dir():
+        folder = folder / config
+    files = sorted(p for p in folder.rglob("*") if is_data_file(p, folder, BUILDERS))
+    if not files:
+        raise ValueError(f"Folder {folder} holds no {'/'.join(BUILDERS)} files. Put the dataset's "
+                         "data files there (e.g. `huggingface-cli download --repo-type dataset <name> "
+                         "--local-dir <folder>`) or point --dataset_name at a data file.")
+    return folder, files
+
+
+def split_of(relative: Path) -> str | None:
+    """The split a file belongs to from its folder / file name tokens, or None when unnamed."""
+    for part in (*relative.parent.parts, relative.stem):
+        for token in re.split(r"[-._ 0-9]+", part.lower()):
+            if token in SPLIT_SYNONYMS:
+                return SPLIT_SYNONYMS[token]
+    return None
+
+
+def files_for_split(folder: Path, files: list[Path], split: str) -> tuple[str, list[str]]:
+    """The builder name and the files of ``split``; unnamed files all count as the train split."""
+    tags = {f: split_of(f.relative_to(folder)) for f in files}
+    wanted = SPLIT_SYNONYMS.get(split.lower(), split.lower())
+    found = sorted({t for t in tags.values() if t is not None})
+    if not found:
+        if wanted != "train":
+            raise ValueError(f"Folder {folder} has no split-named files (train*/test*), so all of it is "
+                             f"the train split; split {split!r} does not exist there.")
+        chosen = files
+    else:
+        chosen = [f for f, t in tags.items() if t == wanted]
+        if not chosen:
+            raise ValueError(f"Folder {folder} has no files for split {split!r} (found splits: "
+                             f"{', '.join(found)}). Name the files or subfolders after the split.")
+    by_builder: dict[str, list[str]] = {}
+    for f in chosen:
+        by_builder.setdefault(BUILDERS[f.suffix.lower()], []).append(str(f))
+    builder = next(b for b in _BUILDER_PRIORITY if b in by_builder)
+    if len(by_builder) > 1:
+        logger.warning("Folder %s mixes %s files; reading only the %s ones.", folder,
+                       "/".join(sorted(by_builder)), builder)
+    return builder, by_builder[builder]
+
+
+def local_data_root(local_data_dir: str | None) -> Path | None:
+    """The --local_data_dir folder (None when unset); a ValueError naming the flag when it is missing."""
+    if not local_data_dir:
+        return None
+    root = Path(local_data_dir).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"--local_data_dir {local_data_dir}: no such folder. Create it (it holds "
+                         "<local_data_dir>/<dataset_name>/ mirrors of hub datasets) or drop the flag.")
+    return root
+
+
+def read_files(path: Path, config: str | None, split: str) -> datasets.Dataset:
+    """Read a data file, or a folder's files of ``split`` (in its ``config`` subfolder if there), as one split."""
+    if path.is_file():
+        builder, files = BUILDERS[path.suffix.lower()], [str(path)]
+    else:
+        folder, found = data_files(path, config)
+        builder, files = files_for_split(folder, found, split)
+    kwargs: dict[str, Any] = {}
+    if builder == "csv":
+        # Keep text columns text: pandas would turn "007" into 7.
+        kwargs["converters"] = dict.fromkeys(("instruction", "input", "output", "response", "question",
+                                         "answer", "problem", "solution"), str)
+    logger.info("Reading %d %s file(s) for split %s from %s", len(files), builder, split, path)
+    return load_data_files(builder, files, **kwargs)

@@ -16,12 +16,11 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from utils.data_files import load_data_files
+from utils.data_files import BUILDERS, data_files, local_data_root, read_files
 
 if TYPE_CHECKING:
     import datasets
@@ -29,18 +28,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KEPT_COLUMNS = ("label", "category")
-BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
-_BUILDER_PRIORITY = ("parquet", "json", "csv")  # when a folder mixes formats, the first one wins
-# Split keywords in file / folder names, after the conventions of the Hub's data-file resolution.
-SPLIT_SYNONYMS = {
-    "train": "train", "training": "train",
-    "test": "test", "testing": "test", "eval": "test", "evaluation": "test",
-    "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
-}
-# Metadata a hub repository ships beside its data; ``datasets`` never reads them as rows (its
-# FILES_TO_IGNORE), and neither do the local readers here.
-METADATA_FILES = frozenset({"dataset_infos.json", "dataset_info.json", "dataset_dict.json", "config.json",
-                            "state.json"})
 _LOCAL_SCHEMA = ("instruction + response, or instruction + input + output (alpaca format; input "
                  "may be absent); optional label / category columns are kept")
 
@@ -115,77 +102,10 @@ def hub_name(dataset_name: str) -> str:
     return SFT_ALIASES.get(dataset_name, dataset_name)
 
 
-def _is_hidden(path: Path) -> bool:
-    return any(part.startswith(".") for part in path.parts)
-
-
-def is_data_file(path: Path, folder: Path, suffixes: object) -> bool:
-    """A data file of a local mirror: a known format, not hidden, not a metadata file."""
-    return (path.is_file() and path.suffix.lower() in suffixes and path.name not in METADATA_FILES
-            and not _is_hidden(path.relative_to(folder)))
-
-
-def _data_files(folder: Path, config: str | None = None) -> tuple[Path, list[Path]]:
-    """The data files under ``folder`` (or its ``config`` subfolder, as hub mirrors lay them out)."""
-    if config is not None and (folder / config).is_dir():
-        folder = folder / config
-    files = sorted(p for p in folder.rglob("*") if is_data_file(p, folder, BUILDERS))
-    if not files:
-        raise ValueError(f"Folder {folder} holds no {'/'.join(BUILDERS)} files. Put the dataset's "
-                         "data files there (e.g. `huggingface-cli download --repo-type dataset <name> "
-                         "--local-dir <folder>`) or point --dataset_name at a data file.")
-    return folder, files
-
-
-def split_of(relative: Path) -> str | None:
-    """The split a file belongs to from its folder / file name tokens, or None when unnamed."""
-    for part in (*relative.parent.parts, relative.stem):
-        for token in re.split(r"[-._ 0-9]+", part.lower()):
-            if token in SPLIT_SYNONYMS:
-                return SPLIT_SYNONYMS[token]
-    return None
-
-
-def _files_for_split(folder: Path, files: list[Path], split: str) -> tuple[str, list[str]]:
-    """The builder name and the files of ``split``; unnamed files all count as the train split."""
-    tags = {f: split_of(f.relative_to(folder)) for f in files}
-    wanted = SPLIT_SYNONYMS.get(split.lower(), split.lower())
-    found = sorted({t for t in tags.values() if t is not None})
-    if not found:
-        if wanted != "train":
-            raise ValueError(f"Folder {folder} has no split-named files (train*/test*), so all of it is "
-                             f"the train split; split {split!r} does not exist there.")
-        chosen = files
-    else:
-        chosen = [f for f, t in tags.items() if t == wanted]
-        if not chosen:
-            raise ValueError(f"Folder {folder} has no files for split {split!r} (found splits: "
-                             f"{', '.join(found)}). Name the files or subfolders after the split.")
-    by_builder: dict[str, list[str]] = {}
-    for f in chosen:
-        by_builder.setdefault(BUILDERS[f.suffix.lower()], []).append(str(f))
-    builder = next(b for b in _BUILDER_PRIORITY if b in by_builder)
-    if len(by_builder) > 1:
-        logger.warning("Folder %s mixes %s files; reading only the %s ones.", folder,
-                       "/".join(sorted(by_builder)), builder)
-    return builder, by_builder[builder]
-
-
 def _check_file(path: Path) -> None:
     if path.suffix.lower() not in BUILDERS:
         raise ValueError(f"--dataset_name {path}: unsupported file type {path.suffix!r}; use one of "
                          f"{', '.join(BUILDERS)} with columns {_LOCAL_SCHEMA}.")
-
-
-def local_data_root(local_data_dir: str | None) -> Path | None:
-    """The --local_data_dir folder (None when unset); a ValueError naming the flag when it is missing."""
-    if not local_data_dir:
-        return None
-    root = Path(local_data_dir).expanduser()
-    if not root.is_dir():
-        raise ValueError(f"--local_data_dir {local_data_dir}: no such folder. Create it (it holds "
-                         "<local_data_dir>/<dataset_name>/ mirrors of hub datasets) or drop the flag.")
-    return root
 
 
 def _resolve(dataset_name: str, local_data_dir: str | None) -> _Source:
@@ -215,7 +135,7 @@ def _resolve(dataset_name: str, local_data_dir: str | None) -> _Source:
                              f"copy of the hub dataset {hub_name(dataset_name)} (json/jsonl/parquet/csv files), "
                              f"e.g. `huggingface-cli download --repo-type dataset {hub_name(dataset_name)} "
                              f"--local-dir {folders[0]}`; or drop --local_data_dir to load it from the Hub.")
-        _data_files(folder, mapping.config)
+        data_files(folder, mapping.config)
         return _Source("files", mapping, folder)
     candidates = ([root / dataset_name] if root is not None else []) + [Path(dataset_name).expanduser()]
     for path in candidates:
@@ -223,7 +143,7 @@ def _resolve(dataset_name: str, local_data_dir: str | None) -> _Source:
             _check_file(path)
             return _Source("files", None, path)
         if path.is_dir():
-            _data_files(path)
+            data_files(path)
             return _Source("files", None, path)
     raise ValueError(
         f"--dataset_name {dataset_name}: not a supported dataset and no such file or folder (looked at "
@@ -235,22 +155,6 @@ def _resolve(dataset_name: str, local_data_dir: str | None) -> _Source:
 def validate_sft_data_args(dataset_name: str, local_data_dir: str | None) -> None:
     """Check --dataset_name / --local_data_dir cheaply, before any model loads."""
     _resolve(dataset_name, local_data_dir)
-
-
-def read_files(path: Path, mapping: SftMapping | None, split: str) -> datasets.Dataset:
-    """Read a data file, or a folder's files of ``split``, with the matching ``datasets`` builder."""
-    if path.is_file():
-        builder, files = BUILDERS[path.suffix.lower()], [str(path)]
-    else:
-        folder, found = _data_files(path, mapping.config if mapping else None)
-        builder, files = _files_for_split(folder, found, split)
-    kwargs: dict[str, Any] = {}
-    if builder == "csv":
-        # Keep text columns text: pandas would turn "007" into 7.
-        kwargs["converters"] = dict.fromkeys(("instruction", "input", "output", "response", "question",
-                                         "answer", "problem", "solution"), str)
-    logger.info("Reading %d %s file(s) for split %s from %s", len(files), builder, split, path)
-    return load_data_files(builder, files, **kwargs)
 
 
 def _local_mapping(columns: list[str], where: str) -> SftMapping:
@@ -330,7 +234,7 @@ def load_sft_dataset(dataset_name: str, local_data_dir: str | None = None,
         parts = [datasets.load_dataset(hub_name(dataset_name), config, split=split) for config in configs]
         raw = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     else:
-        raw = read_files(source.path, source.mapping, split)
+        raw = read_files(source.path, source.mapping.config if source.mapping else None, split)
     where = str(source.path) if source.path is not None else f"--dataset_name {dataset_name}"
     mapping = source.mapping or _local_mapping(raw.column_names, where)
     dataset = _apply_mapping(raw, mapping, where)
