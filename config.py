@@ -17,6 +17,11 @@ from typing import Any
 
 from utils.constants import EMBEDDED_MODEL
 
+SPLIT_STRATEGIES = ("iid", "dirichlet", "natural", "shard", "quantity")
+"""``--split_strategy`` values (federated_learning/partition.py implements them)."""
+TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")
+CLIENT_WEIGHTINGS = ("num_examples", "uniform")
+
 
 @dataclass
 class ScriptArguments:

@@ -1,6 +1,6 @@
 """``python -m evaluation``: see ``evaluation/cli.py``."""
 
-from evaluation.cli import main
+from evaluation.cli import command_line
 
 if __name__ == "__main__":
-    main()
+    command_line()

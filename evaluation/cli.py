@@ -13,13 +13,12 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from transformers import HfArgumentParser
+from utils.flags import FlagError, FlagParser, fail
 
-from evaluation.registry import Benchmark, BenchmarkResult, EvalSettings, available, get_benchmark
-from evaluation.report import write_table
+if TYPE_CHECKING:
+    from evaluation.registry import Benchmark, BenchmarkResult, EvalSettings
 
 logger = logging.getLogger("evaluation")
 
@@ -83,6 +82,8 @@ class EvalArguments:
 
 def expand_benchmarks(spec: str) -> list[str]:
     """Benchmark names from a comma-separated list of names and group names, in order, without repeats."""
+    from evaluation.registry import available
+
     registry = available()
     names: list[str] = []
     for item in (s.strip() for s in spec.split(",")):
@@ -158,6 +159,7 @@ def build_settings(args: EvalArguments, template: str, bf16: bool) -> EvalSettin
     import os
 
     from evaluation.judge import JudgeClient
+    from evaluation.registry import EvalSettings
 
     judge = None
     if args.judge_base_url and args.judge_model:
@@ -199,6 +201,8 @@ def run(args: EvalArguments) -> dict[str, dict[str, dict[str, float]]]:
     from peft import PeftModel
     from tqdm.auto import tqdm
 
+    from evaluation.registry import get_benchmark
+    from evaluation.report import write_table
     from utils.model import bf16_supported, default_device, load_model_and_tokenizer
     from utils.templates import get_template
 
@@ -257,14 +261,31 @@ def run(args: EvalArguments) -> dict[str, dict[str, dict[str, float]]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m evaluation``."""
+    """Score the models the flags name (a bad flag raises ``FlagError``, a bad input ``ValueError``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    (args,) = HfArgumentParser(EvalArguments).parse_args_into_dataclasses(args=argv)
+    parser = FlagParser([EvalArguments], prog="python -m evaluation")
+    *parsed, from_yaml, from_cli = parser.parse_args_and_config(
+        args=argv, return_remaining_strings=True, separate_remaining_strings=True)
+    if from_cli or from_yaml:
+        raise FlagError(f"unrecognized argument(s) {' '.join(from_cli + from_yaml)}; every flag: --help")
+    (args,) = parsed
     if args.list_benchmarks:
+        from evaluation.registry import available
+
         for name, cls in available().items():
             print(f"{name:20s} offline={cls.offline!s:5s} hub={cls.hub_id} metrics={', '.join(cls.metric_names)}")
         return
     if args.torch_threads:
+        import torch
+
         torch.set_num_threads(args.torch_threads)
     table = run(args)
     logger.info("wrote %s/results.md with %d models", args.output, len(table))
+
+
+def command_line() -> None:
+    """``python -m evaluation``: ``main``, with every bad flag or input reported as one line, exit status 2."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as err:
+        fail("python -m evaluation", str(err))

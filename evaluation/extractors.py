@@ -25,38 +25,70 @@ def fingpt_sentiment(text: str) -> str:
     return "neutral"
 
 
+def _plain(text: str) -> str:
+    """``text`` without markdown emphasis and quotes around words, with full-width colons made plain."""
+    text = text.replace("\uff1a", ":").replace("**", "").replace("__", "")
+    return re.sub(r"[`\"'\u201c\u201d\u2018\u2019](\w+)[`\"'\u201c\u201d\u2018\u2019]", r"\1", text)
+
+
 def choice_letter(text: str, options: Sequence[str]) -> str | None:
     """The option letter (A, B, ...) a completion picks, or None when it picks none or is ambiguous.
 
-    A capital letter counts only as an option marker, tried in this order, the first kind found
-    deciding: an answer statement ("The answer is (C)", "Answer: B", "answer is option D"); a
-    marker "B." / "B)" / "B:" opening the completion or a line, or "(B)" anywhere; the completion
-    being a lone letter; else the text of exactly one option, quoted in the completion. If the
-    deciding kind names two different letters ("A. ... B. ..."), the answer is ambiguous: None.
-    So "A patient ..." or "The answer is a beta blocker" name no option, and "The answer is not
-    A but C" is no answer; lowercase letters never count ("answer: a" could be the article).
+    Markdown emphasis and quotes are ignored ("**Answer:** `C`" is "Answer: C"). A capital letter
+    counts only as an option marker, tried in this order, the first kind found deciding: an answer
+    statement ("The answer is (C)", "Answer: B", "answer is option D", "The correct option is C",
+    "Option C is correct", "C is the correct answer"; when the words after "answer is" are an
+    option's own text, that option); a marker "B." / "B)" / "B:" opening the completion or a line,
+    or "(B)" / "B)" anywhere; the completion being a lone letter; else the text of exactly one
+    option, quoted in the completion. If the deciding kind names two different letters ("A. ...
+    B. ..."), the answer is ambiguous: None. "A" followed by a lowercase word is the article, not a
+    marker: "A patient ...", "The answer is A combination of ...", "The answer is a beta blocker"
+    name no option by letter; lowercase letters never count ("answer: a" could be the article).
     """
     letters = "ABCDEFGHIJ"[: len(options)]
-    stripped = text.strip()
+    plain = _plain(text).strip()
+    lowered = plain.lower()
+    statement = r"(?i:answer)\s*(?:(?i:is)\s*)?[:\-]?\s*(?:(?i:option)\s*)?"
+    found = re.search(statement, plain)
+    if found:
+        rest = lowered[found.end():]
+        named = [letters[i] for i, option in sorted(enumerate(options), key=lambda o: -len(o[1]))
+                 if option.strip() and rest.startswith(option.strip().lower())]
+        if named:
+            return named[0]
+    # A letter followed by a lowercase word: "A" is then the article ("A beta ..."); "B because" counts.
+    letter = rf"\(?([{letters}])\)?(?![\w'])(?!(?<=A)\s+[a-z])"
     kinds = (
-        re.findall(rf"(?i:answer)\s*(?:(?i:is)\s*)?[:\-]?\s*(?:(?i:option)\s*)?\(?([{letters}])\b(?!')", stripped),
-        re.findall(rf"(?m)^\s*\(?([{letters}])[.):](?=\s|$)", stripped)
-        + re.findall(rf"\(([{letters}])\)", stripped),
-        re.findall(rf"^\(?([{letters}])\)?\.?$", stripped),
+        re.findall(statement + letter, plain)
+        + re.findall(rf"(?i:the correct (?:option|answer|choice) is)\s*{letter}", plain)
+        + re.findall(rf"(?:(?i:option)\s+|^\s*){letter}\s+(?i:is (?:the )?correct)", plain),
+        re.findall(rf"(?m)^\s*\(?([{letters}])[.):](?=\s|$)", plain) + re.findall(rf"\b([{letters}])\)", plain),
+        re.findall(rf"^\(?([{letters}])\)?\.?$", plain),
     )
-    for found in kinds:
-        if found:
-            return found[0] if len(set(found)) == 1 else None
-    lowered = stripped.lower()
+    for letters_found in kinds:
+        if letters_found:
+            return letters_found[0] if len(set(letters_found)) == 1 else None
     quoted = [letters[i] for i, option in enumerate(options)
               if option.strip() and re.search(rf"(?<!\w){re.escape(option.strip().lower())}(?!\w)", lowered)]
     return quoted[0] if len(quoted) == 1 else None
 
 
 def yes_no_maybe(text: str) -> str | None:
-    """The first of yes / no / maybe that a completion states, or None."""
-    match = re.search(r"\b(yes|no|maybe)\b", text.lower())
-    return match.group(1) if match else None
+    """The yes / no / maybe a completion gives, or None when it gives none or is ambiguous.
+
+    An answer statement ("the answer is maybe", "Answer: no") decides; else a reply opening with
+    one of the three words; else the one of the three it mentions, if it mentions only one.
+    "There is no clear evidence; the answer is maybe" is maybe; "not yes but no" is ambiguous.
+    """
+    lowered = _plain(text).lower()
+    stated = re.findall(r"answer\s*(?:is)?\s*[:\-]?\s*(yes|no|maybe)\b", lowered)
+    if stated:
+        return stated[0] if len(set(stated)) == 1 else None
+    opening = re.match(r"\s*(yes|no|maybe)\b", lowered)
+    if opening:
+        return opening.group(1)
+    mentioned = set(re.findall(r"\b(yes|no|maybe)\b", lowered))
+    return mentioned.pop() if len(mentioned) == 1 else None
 
 
 def last_boxed(text: str) -> str | None:

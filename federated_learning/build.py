@@ -74,15 +74,23 @@ def load_peft_model(
     # the initial adapter a function of --seed alone, so a simulation and a Flower server start alike.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(script.seed)
-        peft_model = add_lora_adapter(
-            model,
-            r=script.peft_lora_r,
-            alpha=script.peft_lora_alpha,
-            dropout=script.peft_lora_dropout,
-            modules=script.peft_target_modules,
-            gradient_checkpointing=script.gradient_checkpointing,
-            adapter_dir=adapter_dir,
-        )
+        try:
+            peft_model = add_lora_adapter(
+                model,
+                r=script.peft_lora_r,
+                alpha=script.peft_lora_alpha,
+                dropout=script.peft_lora_dropout,
+                modules=script.peft_target_modules,
+                gradient_checkpointing=script.gradient_checkpointing,
+                adapter_dir=adapter_dir,
+            )
+        except RuntimeError as err:  # a saved adapter whose shapes are another model's
+            if adapter_dir is None:
+                raise
+            lines = [line.strip() for line in str(err).strip().splitlines()]
+            detail = next((line for line in lines if "size mismatch" in line), lines[0]).rstrip(".")
+            raise ValueError(f"the adapter {adapter_dir} does not fit --model_name_or_path {script.model_name_or_path} "
+                             f"({detail}); pass an adapter trained on this model") from err
     trainable, total = peft_model.get_nb_trainable_parameters()
     logger.info("model loaded: %d trainable of %d parameters (%.3f%%)", trainable, total, 100 * trainable / total)
     return peft_model, tokenizer

@@ -64,20 +64,40 @@ def unflatten(tensors: Mapping[str, torch.Tensor], values: Mapping[str, Any]) ->
     return tree
 
 
+def _sync(folder: Path) -> None:
+    """Flush ``folder``'s files and the folder itself to disk (so a power cut keeps them, not empty names)."""
+    for path in [*folder.rglob("*"), folder]:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
 def save_checkpoint(run_dir: Path, rounds_done: int, model: PeftModel, server_state: Mapping[str, Any]) -> Path:
-    """Write ``checkpoint-<rounds_done>/`` atomically and return its path."""
+    """Write ``checkpoint-<rounds_done>/`` atomically and return its path.
+
+    Everything is written to a hidden staging folder and synced, then renamed into place; an older
+    folder of the same name is first moved aside and removed only after, so at every moment either
+    the old or the new checkpoint is complete on disk.
+    """
     target = run_dir / f"checkpoint-{rounds_done}"
     staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=".checkpoint-"))
+    retired = run_dir / f".retired-checkpoint-{rounds_done}"
     try:
         model.save_pretrained(staging)
         tensors, values = flatten(server_state)
         save_file(tensors, str(staging / TENSORS))
         (staging / VALUES).write_text(json.dumps({"rounds_done": rounds_done, **values}, indent=1))
+        _sync(staging)
         if target.exists():
-            shutil.rmtree(target)
+            shutil.rmtree(retired, ignore_errors=True)
+            os.replace(target, retired)
         os.replace(staging, target)
+        _sync(run_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
     return target
 
 
@@ -109,7 +129,9 @@ def load_checkpoint(path: str | Path) -> tuple[int, dict[str, torch.Tensor], dic
             )
     try:
         values = json.loads((path / VALUES).read_text())
-        rounds_done = int(values.pop("rounds_done"))
+        rounds_done = values.pop("rounds_done")
+        if isinstance(rounds_done, bool) or not isinstance(rounds_done, int):
+            raise TypeError(f"rounds_done is {rounds_done!r}, not a whole number")
         adapter = load_file(str(path / ADAPTER))
         tensors = load_file(str(path / TENSORS))
     except (OSError, ValueError, TypeError, KeyError, AttributeError, SafetensorError) as err:
@@ -123,8 +145,9 @@ def _readable(file: Path) -> bool:
     """Whether ``file`` (a checkpoint's JSON or safetensors file) parses."""
     try:
         if file.suffix == ".json":
-            values = json.loads(file.read_text())
-            int(values["rounds_done"])
+            rounds_done = json.loads(file.read_text())["rounds_done"]
+            if isinstance(rounds_done, bool) or not isinstance(rounds_done, int):
+                return False
         else:
             load_file(str(file))
     except (OSError, ValueError, TypeError, KeyError, SafetensorError):

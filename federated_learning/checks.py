@@ -10,11 +10,31 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from config import RunConfig
+from config import CLIENT_WEIGHTINGS, SPLIT_STRATEGIES, TORCH_DTYPES, RunConfig
 from federated_learning.aggregators import resolve_fed_alg
 from federated_learning.aggregators._hyperparameters import RULES, check_hyperparameters
 
-CLIENT_WEIGHTINGS = ("num_examples", "uniform")
+# transformers' OptimizerNames and SchedulerType values. Importing them takes ~9 s here, longer than
+# every other check together, so they are listed; tests/test_cli.py keeps the lists equal to the enums.
+OPTIMIZERS = (
+    "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor", "adamw_anyprecision",
+    "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad", "adamw_bnb_8bit", "adamw_8bit",
+    "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit", "paged_adamw_8bit", "paged_ademamix_32bit",
+    "paged_ademamix_8bit", "paged_lion_32bit", "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit",
+    "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit", "galore_adafactor", "galore_adamw_layerwise",
+    "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise", "lomo", "adalomo", "grokadamw",
+    "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise",
+    "stable_adamw",
+)
+SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
+    "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay", "greedy",
+)
+
+
+def _choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{flag} {value!r} is unknown; use one of: {', '.join(choices)}")
 
 
 def _check_writable(path: str) -> None:
@@ -49,9 +69,26 @@ def validate_flags(cfg: RunConfig) -> None:
     for flag, value in positive.items():
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
-    for flag, value in (("--eval_samples", script.eval_samples), ("--eval_every", script.eval_every)):
-        if value < 0:
+    for flag, value in (("--eval_samples", script.eval_samples), ("--eval_every", script.eval_every),
+                        ("--dataset_sample", script.dataset_sample), ("--weight_decay", script.weight_decay),
+                        ("--max_grad_norm", script.max_grad_norm), ("--min_learning_rate", script.min_learning_rate)):
+        if not value >= 0:
             raise ValueError(f"{flag} must be 0 or more, got {value}")
+    if script.torch_threads < 0:
+        raise ValueError(f"--torch_threads must be 0 (one per CPU) or more, got {script.torch_threads}")
+    _choice("--split_strategy", fed.split_strategy, SPLIT_STRATEGIES)
+    _choice("--torch_dtype", script.torch_dtype, TORCH_DTYPES)
+    _choice("--optim", script.optim, OPTIMIZERS)
+    _choice("--lr_scheduler_type", script.lr_scheduler_type, SCHEDULERS)
+    _choice("--client_weighting", fed.client_weighting, CLIENT_WEIGHTINGS)
+    if not 0 <= script.peft_lora_dropout < 1:
+        raise ValueError(f"--peft_lora_dropout must be in [0, 1), got {script.peft_lora_dropout}")
+    if not script.peft_lora_alpha > 0:
+        raise ValueError(f"--peft_lora_alpha must be positive, got {script.peft_lora_alpha}")
+    if not fed.dirichlet_alpha > 0:
+        raise ValueError(f"--dirichlet_alpha must be positive, got {fed.dirichlet_alpha}")
+    if fed.shards_per_client < 1:
+        raise ValueError(f"--shards_per_client must be at least 1, got {fed.shards_per_client}")
     if fed.sample_clients > fed.num_clients:
         raise ValueError(
             f"--sample_clients {fed.sample_clients} exceeds --num_clients {fed.num_clients}; "
@@ -64,16 +101,18 @@ def validate_flags(cfg: RunConfig) -> None:
             f"use local0 .. local{fed.num_clients - 1}"
         )
     check_hyperparameters(**{name: getattr(fed, name) for name in RULES})
-    if fed.client_weighting not in CLIENT_WEIGHTINGS:
-        choices = " or ".join(CLIENT_WEIGHTINGS)
-        raise ValueError(f"--client_weighting {fed.client_weighting!r} is unknown; use {choices}")
     if not fed.max_update_norm >= 0:
         raise ValueError(f"--max_update_norm must be 0 (no bound) or positive, got {fed.max_update_norm}")
     if script.load_in_8bit and script.load_in_4bit:
         raise ValueError("--load_in_8bit and --load_in_4bit are exclusive; pass only one of them")
     if not script.use_peft:
         raise ValueError("--use_peft is required: clients exchange LoRA adapters (full fine-tuning is not supported)")
-    if script.learning_rate <= 0:
+    modules = [m.strip() for m in script.peft_target_modules.split(",")]
+    if "lm_head" in modules:
+        raise ValueError("--peft_target_modules names lm_head: TRL's trainers refuse an adapter on the output layer "
+                         f"(the embeddings it is tied to in most models); drop it, e.g. --peft_target_modules "
+                         f"{','.join(m for m in modules if m != 'lm_head') or 'q_proj,v_proj'}")
+    if not script.learning_rate > 0:
         raise ValueError(f"--learning_rate must be positive, got {script.learning_rate}")
     if script.resume_from_checkpoint is not None and not Path(script.resume_from_checkpoint).is_dir():
         raise ValueError(f"--resume_from_checkpoint {script.resume_from_checkpoint!r} is not a folder; "

@@ -10,37 +10,20 @@ errors answer in well under two seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
-
-from trl import TrlParser
 
 from config import FedArguments, RunConfig, ScriptArguments
 from federated_learning.tasks import get_task
+from utils.flags import FlagError, FlagParser, fail
 
 TRACEBACK_ENV = "FEDLLM_TRACEBACK"
-
-
-class FlagError(ValueError):
-    """A flag or ``--config`` key that does not parse (unknown, or of the wrong type)."""
-
-
-class FlagParser(TrlParser):
-    """TRL's dataclass parser (``--config`` YAML defaults, CLI overrides), raising ``FlagError`` on bad flags."""
-
-    def error(self, message: str) -> NoReturn:
-        """argparse calls this for a bad flag; the command line prints it as one line (``command_line``)."""
-        raise FlagError(message)
-
-
-def fail(prog: str, message: str) -> NoReturn:
-    """Report a bad input as one line on stderr and exit with status 2."""
-    sys.stderr.write(f"{prog}: error: {message}\n")
-    raise SystemExit(2)
 
 
 def _unknown(strings: Sequence[str], valid: Sequence[str], where: str) -> str:
@@ -53,13 +36,47 @@ def _unknown(strings: Sequence[str], valid: Sequence[str], where: str) -> str:
     return f"{where} {', '.join(parts)}; every flag: --help"
 
 
+def _type_problem(value: object, hint: object) -> str | None:
+    """Why ``value`` is not of the annotated flag type ``hint`` (None: it is). YAML values reach the dataclasses
+    without argparse's conversion, so a ``num_rounds: 1.5`` must be caught here."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        return None if type(None) in allowed else "may not be empty"
+    for kind in allowed:
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return None
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if kind in (str, bool) and isinstance(value, kind):
+            return None
+    names = " or ".join("empty" if kind is type(None) else kind.__name__ for kind in allowed)
+    return f"is {value!r}, not {names}"
+
+
+def _check_types(section: object, where: str) -> None:
+    """Raise ``FlagError`` for a value of the wrong type; make whole numbers given to float flags floats."""
+    hints = typing.get_type_hints(type(section))
+    for spec in dataclasses.fields(section):
+        value = getattr(section, spec.name)
+        problem = _type_problem(value, hints[spec.name])
+        if problem is not None:
+            raise FlagError(f"{where}{spec.name} {problem}")
+        if hints[spec.name] is float and isinstance(value, int):
+            setattr(section, spec.name, float(value))
+
+
 def parse_run(task_name: str, argv: Sequence[str] | None = None, prog: str | None = None) -> RunConfig:
     """Parse ``argv`` (default: ``sys.argv[1:]``) into the task's ``RunConfig``; a bad flag raises ``FlagError``."""
     task = get_task(task_name)
     sections = [ScriptArguments, FedArguments, *([task.config_class] if task.config_class else [])]
     parser = FlagParser(sections, prog=prog)
+    unknown_defaults = sorted(set(task.defaults) - {action.dest for action in parser._actions})
+    if unknown_defaults:
+        raise ValueError(f"task {task_name}: defaults for flags that do not exist: {', '.join(unknown_defaults)}")
     parser.set_defaults(**task.defaults)
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[-1] == "--config":
+        parser.error("--config needs a YAML file, e.g. --config training_scripts/configs/sft_default.yaml")
     try:
         *parsed, from_yaml, from_cli = parser.parse_args_and_config(
             args, return_remaining_strings=True, separate_remaining_strings=True
@@ -77,6 +94,8 @@ def parse_run(task_name: str, argv: Sequence[str] | None = None, prog: str | Non
         parser.error(_unknown(from_cli, valid, "unrecognized argument(s)"))
     if from_yaml:
         parser.error(_unknown(from_yaml, valid, "--config: unknown key(s)"))
+    for section in parsed:
+        _check_types(section, "--config: " if "--config" in args else "--")
     return RunConfig(task_name, *parsed[:2], parsed[2] if len(parsed) > 2 else None)
 
 

@@ -72,8 +72,9 @@ def _supported(model: PreTrainedModel) -> str | None:
             return f"its config sets {name}"
     if getattr(text_config, "output_router_logits", False):
         return "it is a mixture of experts with router losses"
-    # TRL's fused head reads the output layer's base weight only: with a LoRA on lm_head, the
-    # label-only head (which calls the layer itself) is the only correct one, on every device.
+    # TRL's fused head reads the output layer's base weight only: with a LoRA on lm_head (which TRL's
+    # trainers refuse, but a caller may build), the label-only head, which calls the layer itself, is
+    # the only correct one, on every device.
     if head.weight.device.type in ("cuda", "xpu") and not _carries_adapter(head):
         return "TRL's Triton kernel already scores only labelled positions on this device"
     return None

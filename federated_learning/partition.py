@@ -36,11 +36,11 @@ from flwr_datasets.partitioner import (
     SizePartitioner,
 )
 
+from config import SPLIT_STRATEGIES
 from utils.constants import PROMPT_CUT, SOURCE_ROW
 
 logger = logging.getLogger(__name__)
 
-SPLIT_STRATEGIES = ("iid", "dirichlet", "natural", "shard", "quantity")
 LABEL_STRATEGIES = frozenset({"dirichlet", "natural", "shard"})  # need --partition_column
 MIN_CLIENT_EXAMPLES = 10  # floor of dirichlet / quantity client sizes, lowered for tiny datasets
 DIRICHLET_RESTARTS = 20  # fresh DirichletPartitioners (of 11 draws each) before giving up

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 
 def setup_logging() -> None:
-    """One concise log format (cheap: call it first, before any check)."""
+    """One concise log format (cheap: call it first, before any check and before tqdm is imported).
+
+    Off a terminal (CI, ``nohup``, ``> log``) every tqdm bar is off (``TQDM_DISABLE``, which tqdm reads
+    when it is imported): their redraws would flood the log, and the round log line says the same.
+    """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def quiet_progress_bars() -> None:

@@ -27,14 +27,15 @@ from federated_learning.partition import ClientRows
 from federated_learning.sampling import sample_clients
 from federated_learning.state import get_state, num_bytes, set_state
 from federated_learning.types import ClientUpdate, StateDict
-from federated_learning.updates import rejection_reason
+from federated_learning.updates import UnreadableReply, numeric_metrics, rejection_reason
 from utils.schedule import cosine_learning_rate
 
 logger = logging.getLogger(__name__)
 
 Evaluator = Callable[[torch.nn.Module], dict[str, float]]
-ClientRunner = Callable[[Aggregator, Sequence[RoundTask], StateDict], list[ClientUpdate]]
-"""Trains one round's clients from the global adapter; returns their updates in task order.
+ClientRunner = Callable[[Aggregator, Sequence[RoundTask], StateDict], list[ClientUpdate | UnreadableReply]]
+"""Trains one round's clients from the global adapter; returns their updates in task order (an
+``UnreadableReply`` for a reply that could not be read).
 
 The default trains them one after another in this process (``RoundLoop._train_in_process``);
 the Flower ServerApp passes one that trains each on the SuperNode holding its data.
@@ -92,21 +93,39 @@ class RoundLoop:
         }
 
     def restore(self, rounds_done: int, global_params: StateDict, server_state: dict[str, Any]) -> None:
-        """Continue from a checkpoint written by ``save_checkpoint``."""
+        """Continue from a checkpoint written by ``save_checkpoint``; a ValueError says what does not fit."""
+        where = "--resume_from_checkpoint"
         if server_state.get("fed_alg") != self.plan.fed_alg:
             raise ValueError(
-                f"--resume_from_checkpoint was written by --fed_alg {server_state.get('fed_alg')}, "
+                f"{where} was written by --fed_alg {server_state.get('fed_alg')}, "
                 f"not {self.plan.fed_alg}; resume with the same algorithm"
             )
+        if isinstance(rounds_done, bool) or not isinstance(rounds_done, int) or rounds_done < 0:
+            raise ValueError(f"{where}: federated_state.json says rounds_done {rounds_done!r}; the file is damaged")
         if rounds_done > self.plan.num_rounds:
-            raise ValueError(
-                f"--resume_from_checkpoint has {rounds_done} rounds done, more than --num_rounds {self.plan.num_rounds}"
-            )
+            raise ValueError(f"{where} has {rounds_done} rounds done, more than --num_rounds {self.plan.num_rounds}")
+        shapes = {key: tuple(param.shape) for key, param in self.trainable.items()}
+        saved_shapes = {key: tuple(t.shape) for key, t in global_params.items()}
+        if saved_shapes != shapes:
+            differ = sorted(set(shapes) ^ set(saved_shapes)) or sorted(k for k in shapes
+                                                                        if shapes[k] != saved_shapes[k])
+            raise ValueError(f"{where}: its adapter does not fit this run's ({len(saved_shapes)} vs {len(shapes)} "
+                             f"tensors, e.g. {differ[0]}); resume with the --peft_lora_r and --peft_target_modules "
+                             "it was trained with")
+        if not all(bool(torch.isfinite(t).all()) for t in global_params.values()):
+            raise ValueError(f"{where}: its adapter holds NaN or Inf; resume from an earlier checkpoint")
+        saved = server_state.get("training_loss")
+        if not isinstance(saved, torch.Tensor) or saved.dim() != 2 or saved.shape[0] != self.plan.num_clients:
+            raise ValueError(f"{where}: federated_state.safetensors holds no training-loss table for "
+                             f"--num_clients {self.plan.num_clients}; resume with the run's own --num_clients")
+        try:
+            self.aggregator.load_state_dict(server_state.get("aggregator", {}))
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            raise ValueError(f"{where}: the {self.plan.fed_alg} server state in federated_state.* does not load "
+                             f"({type(err).__name__}: {err}); resume from an earlier checkpoint") from err
         set_state(self.trainable, global_params)
-        self.aggregator.load_state_dict(server_state.get("aggregator", {}))
-        saved = server_state["training_loss"].numpy()
         rounds = min(saved.shape[1], self.plan.num_rounds)
-        self.training_loss[: saved.shape[0], :rounds] = saved[:, :rounds]
+        self.training_loss[:, :rounds] = saved[:, :rounds].numpy()
         self.rounds_done = rounds_done
         self._truncate_metrics(rounds_done)
 
@@ -167,7 +186,8 @@ class RoundLoop:
         return global_params, record
 
     def _screen(
-        self, server_round: int, clients: Sequence[int], replies: Sequence[ClientUpdate], global_params: StateDict
+        self, server_round: int, clients: Sequence[int], replies: Sequence[ClientUpdate | UnreadableReply],
+        global_params: StateDict,
     ) -> tuple[list[ClientUpdate], dict[str, dict[str, Any]], list[int]]:
         """The updates that pass the server's check (``updates.rejection_reason``), every client's metrics and
         the clients whose update was rejected."""
@@ -180,8 +200,9 @@ class RoundLoop:
             else:
                 size = None if self.client_sizes is None else self.client_sizes.get(cid)
                 reason = rejection_reason(global_params, update, max_examples=size,
-                                          max_update_norm=self.plan.max_update_norm)
-            metrics = dict(update.metrics) if reason is None else {}
+                                          max_update_norm=self.plan.max_update_norm,
+                                          required_extras=self.aggregator.required_extras)
+            metrics = numeric_metrics(update.metrics) if reason is None else {}
             if reason is None:
                 accepted.append(update)
                 metrics["bytes_uploaded"] = float(num_bytes(update.params)

@@ -17,6 +17,7 @@ from flwr.serverapp import Grid
 from federated_learning.aggregators import Aggregator
 from federated_learning.client import RoundTask
 from federated_learning.types import ClientUpdate, StateDict
+from federated_learning.updates import UnreadableReply
 from flower_app.node_config import IDENTITY, OWN_DATA, PARTITION_ID
 from flower_app.records import read_update_content, train_content
 
@@ -81,12 +82,14 @@ class GridClients:
 
     def __call__(
         self, aggregator: Aggregator, tasks: Sequence[RoundTask], global_params: StateDict
-    ) -> list[ClientUpdate]:
+    ) -> list[ClientUpdate | UnreadableReply]:
         """Send every task at once (clients train in parallel); return the updates in task order.
 
-        A client that fails or does not answer within ``round_timeout`` fails the run, as a client
-        raising in the single-process simulation would: a silently smaller round would make the
-        result depend on which machine happened to be slow.
+        A reply that cannot be read as an update (malformed records, another client's id) comes
+        back as an ``UnreadableReply``, which the round loop leaves out, recording why. A client
+        that fails or does not answer within ``round_timeout`` fails the run, as a client raising in
+        the single-process simulation would: a silently smaller round would make the result depend
+        on which machine happened to be slow.
         """
         messages = [
             Message(
@@ -107,8 +110,10 @@ class GridClients:
                 raise RuntimeError(f"{where} sent no reply within round-timeout={self.round_timeout}")
             if reply.has_error():
                 raise RuntimeError(f"{where} failed: {reply.error.reason}")
-            update = read_update_content(reply.content)
-            if update.client_id != task.client_id:
-                raise RuntimeError(f"{where} answered as client {update.client_id}")
+            try:
+                update = read_update_content(reply.content)
+            except ValueError as err:
+                updates.append(UnreadableReply(task.client_id, f"SuperNode {node}: {err}"))
+                continue
             updates.append(update)
         return updates

@@ -86,12 +86,19 @@ def update_content(update: ClientUpdate) -> RecordDict:
 
 
 def read_update_content(content: RecordDict) -> ClientUpdate:
-    """The ``ClientUpdate`` in a client's reply."""
-    record = content.config_records[UPDATE]
-    return ClientUpdate(
-        client_id=int(record["client_id"]),
-        params=get_state(content, PARAMS),
-        num_examples=int(record["num_examples"]),
-        metrics=dict(content.metric_records[METRICS]),
-        extras={name: get_state(content, EXTRAS + name) for name in _names(content, EXTRAS)},
-    )
+    """The ``ClientUpdate`` in a client's reply; a ValueError saying what is wrong when the reply is malformed.
+
+    ``client_id`` and ``num_examples`` are passed on as sent (not converted), so that the server's
+    check (``federated_learning.updates``) judges what the client really said.
+    """
+    try:
+        record = content.config_records[UPDATE]
+        return ClientUpdate(
+            client_id=record["client_id"],
+            params=get_state(content, PARAMS),
+            num_examples=record["num_examples"],
+            metrics=dict(content.metric_records[METRICS]),
+            extras={name: get_state(content, EXTRAS + name) for name in _names(content, EXTRAS)},
+        )
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"malformed reply ({type(err).__name__}: {err})") from err

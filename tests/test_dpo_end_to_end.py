@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 from peft import LoraConfig, PeftModel, get_peft_model
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 import main_dpo
@@ -220,6 +220,18 @@ def test_ref_adapter_reloaded_whatever_the_model_holds(tmp_path: Path, tiny_mode
     build_dpo(cfg, model, tokenizer, tokenized, tmp_path)
     refs = {n.replace(f".{REF_ADAPTER}.", "."): v for n, v in ref_weights(model).items()}
     assert refs.keys() == saved.keys() and all(torch.equal(refs[k], saved[k]) for k in saved)
+
+
+def test_ref_adapter_of_another_shape_names_the_flags(tmp_path: Path, tiny_model_dir: Path) -> None:
+    saved = save_random_adapter(tiny_model_dir, tmp_path / "sft_adapter")
+    # as if trained on a model with a wider hidden size: every lora_A has 4 more input columns
+    wider = {k: torch.cat([v, v[:, :4]], dim=1) if "lora_A" in k else v for k, v in saved.items()}
+    save_file(wider, tmp_path / "sft_adapter" / "adapter_model.safetensors")
+    cfg = parse_run("dpo", argv(tmp_path, tiny_model_dir, write_pairs(tmp_path / "data", n=4),
+                                "--ref_adapter", str(tmp_path / "sft_adapter")))
+    with pytest.raises(ValueError, match=f"^the adapter {tmp_path / 'sft_adapter'} does not fit --model_name_or_path "
+                                         r".*size mismatch.*; pass an adapter trained on this model$"):
+        load_peft_model(cfg.script, cfg.script.ref_adapter)
 
 
 def test_micro_batches_give_the_full_batch_step(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -72,9 +72,25 @@ OPTIONS = ["Insulin", "A beta blocker", "Metformin", "Surgery"]
     ("Answer: B. Answer: C.", None),
     ("The patient should receive metformin.", "C"),  # the option's own text
     ("Either insulin or surgery.", None),  # two options' texts: ambiguous
+    # Chat models' markdown and phrasing, found by review.
+    ("**Answer:** C", "C"), ("Answer: **C**", "C"), ("The answer is `B`", "B"), ('The answer is "B"', "B"),
+    ("Option C is correct", "C"), ("C is the correct answer.", "C"), ("The correct option is C.", "C"),
+    ("Answer\uff1aB", "B"), ("Answer: B because it works", "B"), ("The answer is A.", "A"),
+    ("Answer: A beta blocker, given early.", "B"),  # the words after "Answer:" are option B's text
+    ("The answer is A combination of insulin and metformin", None),  # "A" is the article here
+    ("A) is incorrect; B) is incorrect; C) is correct", None),
 ])
 def test_choice_letter(text: str, expected: str | None) -> None:
     assert choice_letter(text, OPTIONS) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Yes, it helps.", "yes"), ("No.", "no"), ("maybe", "maybe"), ("I would say yes", "yes"),
+    ("There is no clear evidence; the answer is maybe.", "maybe"),  # the statement, not the first word
+    ("The answer is not yes but no.", None), ("It is unclear.", None),
+])
+def test_yes_no_maybe(text: str, expected: str | None) -> None:
+    assert yes_no_maybe(text) == expected
 
 
 def test_text_extractors() -> None:

@@ -198,6 +198,28 @@ def test_grid_clients_send_each_task_to_its_node_and_keep_task_order(server_iden
     assert torch.equal(updates[1].params["w"], torch.ones(2)) and updates[1].num_examples == 20
 
 
+def test_grid_clients_pass_a_malformed_reply_on_as_unreadable(server_identity: None) -> None:
+    """A reply whose records are missing or of the wrong kind is left out by the round loop, not a crash."""
+    from federated_learning.updates import UnreadableReply
+    from flower_app.records import UPDATE
+
+    def train(message: Message) -> RecordDict:
+        task, params, _ = read_train_content(message.content)
+        content = update_content(ClientUpdate(task.client_id, dict(params), 10, {"train_loss": 1.0}))
+        if task.client_id == 1:
+            del content.config_records[UPDATE]
+        if task.client_id == 2:
+            content.config_records["params.dtypes"]["w"] = "int8"
+        return content
+
+    runner = GridClients(FakeGrid([11, 22, 33], train), {0: 11, 1: 22, 2: 33})  # type: ignore[arg-type]
+    good, missing, bad_dtype = runner(get_aggregator("fedavg"), [RoundTask(c, 0, 1e-3, 7, 4) for c in (0, 1, 2)],
+                                      {"w": torch.zeros(2)})
+    assert isinstance(good, ClientUpdate) and good.num_examples == 10
+    assert isinstance(missing, UnreadableReply) and "SuperNode 22: malformed reply (KeyError" in missing.reason
+    assert isinstance(bad_dtype, UnreadableReply) and "int8" in bad_dtype.reason
+
+
 def test_grid_clients_fail_the_round_on_a_client_error(server_identity: None) -> None:
     grid = FakeGrid([11], lambda message: Error(code=0, reason="out of memory"))
     runner = GridClients(grid, {0: 11})  # type: ignore[arg-type]

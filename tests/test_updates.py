@@ -50,10 +50,30 @@ def with_param(key: str, value: Any) -> dict[str, Any]:
     (good(n=2.5), "num_examples 2.5"),
     (good(metrics={}), "train_loss None"),
     (good(metrics={"train_loss": float("nan")}), "train_loss nan"),
+    (good(params=with_param("a.lora_A.weight", torch.zeros(2, 4).to_sparse())), "not a dense tensor"),
+    (good(params=with_param("a.lora_A.weight", torch.zeros(2, 4, device="meta"))), "not a dense tensor"),
+    (good(params=with_param("a.lora_A.weight", torch.full((2, 4), 3e38))), "float32 arithmetic can square"),
 ])
 def test_malformed_updates_are_named(update: ClientUpdate, reason: str) -> None:
     got = rejection_reason(X, update)
     assert got is not None and reason in got
+
+
+def test_required_extras_must_be_complete() -> None:
+    """SCAFFOLD's delta_c: missing, or missing a key, is a rejection, not a crash of the aggregator."""
+    assert rejection_reason(X, good(), required_extras=("delta_c",)) is None
+    assert "extras lack delta_c" in rejection_reason(X, good(extras={}), required_extras=("delta_c",))
+    partial = good(extras={"delta_c": {"a.lora_A.weight": torch.zeros(2, 4)}})
+    assert "lacks 1 keys" in rejection_reason(X, partial, required_extras=("delta_c",))
+    assert rejection_reason(X, partial) is None  # an optional extra may cover some keys
+
+
+def test_only_numeric_metrics_reach_metrics_jsonl() -> None:
+    from federated_learning.updates import numeric_metrics
+
+    got = numeric_metrics({"train_loss": 1.5, "steps": 2, "t": torch.ones(1), "s": {1}, "nan": float("nan"),
+                           "flag": True, 3: 1.0, "name": "x"})
+    assert got == {"train_loss": 1.5, "steps": 2}
 
 
 def test_counts_and_norms_within_bounds() -> None:

@@ -86,14 +86,18 @@ def describe_unreadable(builder: str, files: Sequence[str], err: BaseException) 
 def load_data_files(builder: str, files: Sequence[str], **kwargs: Any) -> datasets.Dataset:
     """``datasets.load_dataset(builder, data_files=files)`` as one split; a broken file raises one clear ValueError."""
     import datasets
+    import pyarrow
 
+    empty = [name for name in files if Path(name).stat().st_size == 0]
+    if empty:
+        raise ValueError(f"{empty[0]}: the file is empty; fill it or remove it")
     # datasets logs the parser's message itself before raising; the ValueError below says it once, better.
     readers = logging.getLogger("datasets.packaged_modules")
     level = readers.level
     readers.setLevel(logging.CRITICAL)
     try:
         return datasets.load_dataset(builder, data_files=list(files), split="train", **kwargs)
-    except datasets.exceptions.DatasetGenerationError as err:
+    except (datasets.exceptions.DatasetGenerationError, pyarrow.ArrowException) as err:
         raise ValueError(describe_unreadable(builder, files, err)) from err
     finally:
         readers.setLevel(level)

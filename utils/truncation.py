@@ -4,8 +4,8 @@ Cutting ``prompt + completion`` from the right (what a plain truncation does) re
 first: with a long instruction, or a short ``--seq_length``, a row keeps no response token at all,
 and training on such rows learns nothing (the loss is 0). Here the prompt is cut from the left
 instead, keeping its end (the template's response marker, right before the answer) and a leading
-BOS token; a row whose completion alone needs ``seq_length`` tokens or more is left out. Training
-(SFT and DPO) and evaluation (held-out loss, preference log-probabilities) share this rule.
+BOS token; a row whose completion leaves no room for one prompt token (beside the BOS) is left out.
+Training (SFT and DPO) and evaluation (held-out loss, preference log-probabilities) share this rule.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ class FitCounts:
     def describe(self, seq_length: int) -> str:
         """One log line, naming the flag to change."""
         return (f"{self.whole} rows fit --seq_length {seq_length} whole, {self.prompt_cut} had their prompt cut "
-                f"from the left to keep the response, {self.dropped} were left out (their response alone needs "
-                f"{seq_length} tokens or more)")
+                f"from the left to keep the response, {self.dropped} were left out (their response leaves no room "
+                "for a prompt token)")
 
 
 def fit_prompt(
@@ -72,8 +72,8 @@ def drop_unused_bookkeeping(tokenized: Dataset, counts: FitCounts, seq_length: i
     Raise a ValueError naming ``--seq_length`` when no row fits at all.
     """
     if counts.whole + counts.prompt_cut == 0:
-        raise ValueError(f"none of the {counts.dropped} rows fits --seq_length {seq_length}: every response alone "
-                         f"needs {seq_length} tokens or more; raise --seq_length")
+        raise ValueError(f"none of the {counts.dropped} rows fits --seq_length {seq_length}: every response leaves "
+                         "no room for a prompt token; raise --seq_length")
     unused = ([SOURCE_ROW] if counts.dropped == 0 else []) + ([PROMPT_CUT] if counts.prompt_cut == 0 else [])
     if counts.dropped or counts.prompt_cut:
         logger.warning("Tokenising: %s", counts.describe(seq_length))

@@ -69,6 +69,7 @@ class Aggregator(ABC):
     name: ClassVar[str]
     variant: ClassVar[str] = "paper"  # or "openfedllm": a reproduction of OpenFedLLM's own rule
     client_class: ClassVar[type[ClientAlgorithm]] = ClientAlgorithm
+    required_extras: ClassVar[tuple[str, ...]] = ()  # ClientUpdate.extras every update must carry
 
     def client_payload(self, client_id: int) -> dict[str, StateDict]:
         """Extra state to send to ``client_id`` with the global adapter (none by default)."""

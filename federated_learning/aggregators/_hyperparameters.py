@@ -7,13 +7,22 @@ before anything heavy loads. An algorithm that adds a flag adds its rule here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from numbers import Integral, Real
 from typing import Any
+
+
+def _number(name: str, value: Any) -> float:
+    """``value`` as a finite float; a ValueError naming the flag when it is not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ValueError(f"--{name} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def _at_least(low: float) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
-        if not float(value) >= low:
+        if not _number(name, value) >= low:
             raise ValueError(f"--{name} must be >= {low:g}, got {value}")
 
     return check
@@ -21,15 +30,20 @@ def _at_least(low: float) -> Callable[[str, Any], None]:
 
 def _greater_than(low: float) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
-        if not float(value) > low:
+        if not _number(name, value) > low:
             raise ValueError(f"--{name} must be > {low:g}, got {value}")
 
     return check
 
 
 def _in_unit_interval(name: str, value: Any) -> None:
-    if not 0 <= float(value) < 1:
+    if not 0 <= _number(name, value) < 1:
         raise ValueError(f"--{name} must be in [0, 1), got {value}")
+
+
+def _positive_whole(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"--{name} must be a whole number >= 1, got {value!r}")
 
 
 VARIANTS = ("paper", "openfedllm")
@@ -50,7 +64,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "fedopt_beta1": _in_unit_interval,
     "fedopt_beta2": _in_unit_interval,
     "fedopt_variant": _variant,
-    "num_clients": _at_least(1),
+    "num_clients": _positive_whole,
 }
 
 

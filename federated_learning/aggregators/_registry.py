@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 PAPER = "paper"
 _REGISTRY: dict[tuple[str, str], type[Aggregator]] = {}
-LOCAL_ALG = re.compile(r"^local(\d+)$")
+LOCAL_ALG = re.compile(r"^local(0|[1-9]\d*)$")
 _FLAG_NAMES = frozenset(f.name for f in dataclasses.fields(FedArguments))
 
 
@@ -41,9 +41,11 @@ def register(cls: type[Aggregator]) -> type[Aggregator]:
 
 
 def available_aggregators() -> list[str]:
-    """The ``--fed_alg`` names, sorted: one module each in this package (read without importing them)."""
+    """The ``--fed_alg`` names, sorted: one module each in this package (read without importing them), and any
+    algorithm registered from elsewhere (a researcher's own file, imported before the run)."""
     folder = str(Path(__file__).parent)
-    return sorted(info.name for info in pkgutil.iter_modules([folder]) if not info.name.startswith("_"))
+    modules = {info.name for info in pkgutil.iter_modules([folder]) if not info.name.startswith("_")}
+    return sorted(modules | {name for name, variant in _REGISTRY if variant == PAPER})
 
 
 @dataclass(frozen=True)

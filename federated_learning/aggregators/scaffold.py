@@ -186,6 +186,7 @@ class Scaffold(Aggregator):
 
     name = "scaffold"
     client_class = ScaffoldClient
+    required_extras = (DELTA_C,)
 
     def __init__(self, *, num_clients: int | None = None, server_lr: float = FedArguments.server_lr) -> None:
         """``num_clients`` (N, every client, sampled or not; required) and ``server_lr`` (eta_g > 0)."""

@@ -28,6 +28,12 @@ class SFTTask(Task):
 
     name = "sft"
 
+    def validate(self, cfg: RunConfig) -> None:
+        """``--ref_adapter`` is DPO's (it is a shared flag only for OpenFedLLM's scripts): refuse it here."""
+        if cfg.script.ref_adapter is not None:
+            raise ValueError("--ref_adapter is a DPO flag (main_dpo.py); SFT always starts from a fresh LoRA "
+                             "adapter: drop --ref_adapter")
+
     def check_data(self, cfg: RunConfig, data_path: str | None = None) -> None:
         """``--dataset_name`` / ``--local_data_dir`` (or a node's own data) name usable SFT data."""
         from utils.sft_data import validate_sft_data_args
