@@ -118,8 +118,8 @@ class FedArguments:
     fed_alg: str = field(
         default="fedavg",
         metadata={
-            "help": "fedavg, fedprox, scaffold, fedavgm, fedadagrad, fedyogi, "
-            "fedadam, or local<K> (train only client K)"
+            "help": "fedavg, fedprox, scaffold, fedavgm, fedadagrad, fedyogi, fedadam; the LoRA-aware ffa_lora, "
+            "fedsa_lora, flora, flexlora, fedex_lora, rolora, hetlora; or local<K> (train only client K)"
         },
     )
     num_rounds: int = field(default=10, metadata={"help": "federated rounds"})
@@ -154,6 +154,18 @@ class FedArguments:
         default=0.0,
         metadata={"help": "reject a client update whose L2 norm ||y - x|| over the adapter exceeds this (0: no bound)"},
     )
+    client_lora_ranks: str | None = field(
+        default=None,
+        metadata={"help": "each client's LoRA rank: a comma list cycled over client ids (4,8,16) or a JSON file "
+                          "{client id: rank}; the largest must be --peft_lora_r (fedavg, flora, flexlora, hetlora)"},
+    )
+    hetlora_gamma: float = field(
+        default=0.99, metadata={"help": "HetLoRA rank decay: a client prunes its rank r to floor(gamma r)"}
+    )
+    hetlora_lambda: float = field(
+        default=0.01, metadata={"help": "HetLoRA weight of the penalty on the norm of the components it would prune"}
+    )
+    hetlora_min_rank: int = field(default=1, metadata={"help": "HetLoRA: no client prunes below this rank"})
 
 
 @dataclass

@@ -23,8 +23,11 @@ from config import RunConfig, ScriptArguments, to_dict
 from evaluation.registry import EvalSettings
 from evaluation.round_eval import RoundEvaluation
 from federated_learning.aggregators import build_aggregator, build_client_algorithm, resolve_fed_alg
+from federated_learning.aggregators._registry import aggregator_class
 from federated_learning.checkpoint import load_checkpoint
+from federated_learning.checks import client_ranks
 from federated_learning.client import LocalTrainer
+from federated_learning.merged_delta import attach_merged_deltas
 from federated_learning.partition import ClientRows, partition_indices
 from federated_learning.round_loop import ClientRunner, Evaluator, RoundLoop, RoundPlan
 from federated_learning.state import trainable_parameters
@@ -134,6 +137,15 @@ def build_round_evaluation(
     return RoundEvaluation.load([(b.name, b.prefix) for b in benchmarks], tokenizer, settings)
 
 
+def exchanged_tensors(model: PeftModel, cfg: RunConfig) -> dict[str, torch.Tensor]:
+    """{key: live tensor} of what server and clients exchange: the adapter's trainable weights, plus the merged
+    deltas of the algorithms that merge into the base (attached here, ``federated_learning.merged_delta``)."""
+    tensors: dict[str, torch.Tensor] = dict(trainable_parameters(model))
+    if aggregator_class(cfg.fed.fed_alg, cfg.fed.fedopt_variant).merges_into_base:
+        tensors.update(attach_merged_deltas(model))
+    return tensors
+
+
 def build_round_loop(
     cfg: RunConfig,
     model: PeftModel,
@@ -166,14 +178,15 @@ def build_round_loop(
         eval_every=script.eval_every,
         client_weighting=fed.client_weighting,
         max_update_norm=fed.max_update_norm,
+        client_ranks=client_ranks(cfg),
     )
     loop = RoundLoop(
         plan,
         model,
-        trainable_parameters(model),
+        exchanged_tensors(model, cfg),
         local_trainer,
         shards,
-        build_aggregator(fed),
+        build_aggregator(fed, script.seed),
         build_client_algorithm(fed),
         run_dir,
         evaluator,

@@ -1,10 +1,12 @@
 """Checkpoints of a federated run: the global adapter plus everything needed to resume exactly.
 
 ``checkpoint-<r>/`` (r = rounds completed) holds the adapter as PEFT saves it (loadable with
-``PeftModel.from_pretrained``), ``federated_state.safetensors`` with every tensor of the server
-state (aggregator moments or control variates, the per-client loss table) and
-``federated_state.json`` with the plain values. Nothing is pickled. Every random draw of a round is
-seeded from (seed, round, client), so no RNG state needs saving for resume to be exact.
+``PeftModel.from_pretrained``), ``merged_delta.safetensors`` for the algorithms that merge part of
+the result into the base weights (``federated_learning.merged_delta``), ``federated_state.safetensors``
+with every tensor of the server state (aggregator moments or control variates, the per-client loss
+table, what each client keeps for itself) and ``federated_state.json`` with the plain values.
+Nothing is pickled. Every random draw of a round is seeded from (seed, round, client), so no RNG
+state needs saving for resume to be exact.
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ from peft import PeftModel
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from federated_learning.merged_delta import FILE as MERGED_FILE
+from federated_learning.merged_delta import save_merged_deltas
+
 SEP = "/"
 TENSORS = "federated_state.safetensors"
 VALUES = "federated_state.json"
 ADAPTER = "adapter_model.safetensors"
+MERGED = MERGED_FILE
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -86,6 +92,7 @@ def save_checkpoint(run_dir: Path, rounds_done: int, model: PeftModel, server_st
     retired = run_dir / f".retired-checkpoint-{rounds_done}"
     try:
         model.save_pretrained(staging)
+        save_merged_deltas(model, staging)
         tensors, values = flatten(server_state)
         save_file(tensors, str(staging / TENSORS))
         (staging / VALUES).write_text(json.dumps({"rounds_done": rounds_done, **values}, indent=1))
@@ -115,7 +122,7 @@ def _earlier_checkpoint(path: Path) -> str:
 
 
 def load_checkpoint(path: str | Path) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]]:
-    """Return (rounds done, global adapter state, server state) from a ``checkpoint-<r>`` folder.
+    """Return (rounds done, global state: adapter and any merged deltas, server state) from a ``checkpoint-<r>``.
 
     A missing or unreadable file (a truncated copy, a broken JSON) raises one ValueError naming the
     file of the checkpoint and the earlier checkpoint to resume from instead.
@@ -133,9 +140,12 @@ def load_checkpoint(path: str | Path) -> tuple[int, dict[str, torch.Tensor], dic
         if isinstance(rounds_done, bool) or not isinstance(rounds_done, int):
             raise TypeError(f"rounds_done is {rounds_done!r}, not a whole number")
         adapter = load_file(str(path / ADAPTER))
+        if (path / MERGED).exists():
+            adapter.update(load_file(str(path / MERGED)))
         tensors = load_file(str(path / TENSORS))
     except (OSError, ValueError, TypeError, KeyError, AttributeError, SafetensorError) as err:
-        broken = next((name for name in (VALUES, ADAPTER, TENSORS) if not _readable(path / name)), VALUES)
+        files = (VALUES, ADAPTER, TENSORS, *([MERGED] if (path / MERGED).exists() else []))
+        broken = next((name for name in files if not _readable(path / name)), VALUES)
         raise ValueError(f"--resume_from_checkpoint {path}: {broken} is unreadable ({type(err).__name__}: "
                          f"{err}); {_earlier_checkpoint(path)}") from err
     return rounds_done, adapter, unflatten(tensors, values)

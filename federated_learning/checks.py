@@ -7,12 +7,14 @@ Each failure is a ValueError naming the flag and the fix; the command line print
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
 from config import CLIENT_WEIGHTINGS, SPLIT_STRATEGIES, TORCH_DTYPES, RunConfig
 from federated_learning.aggregators import resolve_fed_alg
 from federated_learning.aggregators._hyperparameters import RULES, check_hyperparameters
+from federated_learning.aggregators._registry import aggregator_class, supporting_client_ranks
 
 # transformers' OptimizerNames and SchedulerType values. Importing them takes ~9 s here, longer than
 # every other check together, so they are listed; tests/test_cli.py keeps the lists equal to the enums.
@@ -117,4 +119,55 @@ def validate_flags(cfg: RunConfig) -> None:
     if script.resume_from_checkpoint is not None and not Path(script.resume_from_checkpoint).is_dir():
         raise ValueError(f"--resume_from_checkpoint {script.resume_from_checkpoint!r} is not a folder; "
                          "pass a checkpoint-<round> folder of an earlier run")
+    if fed.client_lora_ranks is not None:
+        client_ranks(cfg)
+        if not aggregator_class(fed.fed_alg, fed.fedopt_variant).supports_client_ranks:
+            raise ValueError(f"--client_lora_ranks: --fed_alg {fed.fed_alg} trains every client at the global rank; "
+                             f"use one of {', '.join(supporting_client_ranks())}, or drop the flag")
     _check_writable(script.output_dir)
+
+
+def client_ranks(cfg: RunConfig) -> dict[int, int]:
+    """{client id: LoRA rank} from ``--client_lora_ranks`` (empty without it: every client at ``--peft_lora_r``)."""
+    spec = cfg.fed.client_lora_ranks
+    return {} if spec is None else parse_client_ranks(spec, cfg.fed.num_clients, cfg.script.peft_lora_r)
+
+
+def parse_client_ranks(spec: str, num_clients: int, max_rank: int) -> dict[int, int]:
+    """``--client_lora_ranks``: "4,8,16" (cycled over client ids) or a JSON file {client id: rank} -> {id: rank}.
+
+    Raise a ValueError naming the flag: ranks must be whole numbers from 1 to ``max_rank`` (``--peft_lora_r``),
+    the largest of them equal to it, and a JSON file must give every client a rank.
+    """
+    flag = f"--client_lora_ranks {spec}"
+    path = Path(spec)
+    if path.suffix == ".json" or path.is_file():
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{flag}: cannot read it as JSON ({err}); give a file like {{\"0\": 4}}") from err
+        if not isinstance(raw, dict):
+            raise ValueError(f"{flag}: the file must map client ids to ranks, like {{\"0\": 4, \"1\": 8}}")
+        try:
+            ranks = {int(k): v for k, v in raw.items()}
+        except ValueError as err:
+            raise ValueError(f"{flag}: a key is not a client id ({err})") from err
+        missing = sorted(set(range(num_clients)) - ranks.keys())
+        unknown = sorted(ranks.keys() - set(range(num_clients)))
+        if missing or unknown:
+            raise ValueError(f"{flag}: give a rank to exactly the clients 0..{num_clients - 1} "
+                             f"({'missing ' + str(missing[:5]) if missing else 'unknown ' + str(unknown[:5])})")
+    else:
+        try:
+            cycle = [int(part) for part in spec.split(",")]
+        except ValueError as err:
+            raise ValueError(f"{flag}: give whole numbers separated by commas (e.g. 4,8,16) or a JSON file") from err
+        ranks = {cid: cycle[cid % len(cycle)] for cid in range(num_clients)}
+    bad = sorted({r for r in ranks.values() if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= max_rank},
+                 key=str)
+    if bad:
+        raise ValueError(f"{flag}: ranks must be whole numbers from 1 to --peft_lora_r {max_rank}, got {bad[0]!r}")
+    if max(ranks.values()) != max_rank:
+        raise ValueError(f"{flag}: the largest rank ({max(ranks.values())}) must be the global adapter's; pass "
+                         f"--peft_lora_r {max(ranks.values())}")
+    return ranks

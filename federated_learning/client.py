@@ -21,9 +21,10 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from federated_learning.aggregators._base import ClientAlgorithm, ClientHook
+from federated_learning.lora_ranks import slice_rank
 from federated_learning.partition import ClientRows
 from federated_learning.sampling import derive_seed, sample_examples
-from federated_learning.state import get_state, set_state
+from federated_learning.state import get_state, load_start, set_state
 from federated_learning.types import ClientUpdate, StateDict
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class RoundTask:
     learning_rate: float
     seed: int  # the run's --seed: every per-(client, round) draw derives from it
     examples_per_round: int  # batch_size x gradient_accumulation_steps x max_steps
+    lora_rank: int = 0  # the LoRA rank this client trains and sends (0: the global adapter's)
 
 
 class StepProgress(TrainerCallback):
@@ -153,27 +155,49 @@ class LocalTrainer:
 
 def train_client(
     local_trainer: LocalTrainer,
-    trainable: Mapping[str, torch.nn.Parameter],
+    trainable: Mapping[str, torch.Tensor],
     algorithm: ClientAlgorithm,
     task: RoundTask,
     shard: Dataset | ClientRows,
-    global_params: StateDict,
+    start: StateDict,
     payload: Mapping[str, StateDict],
-) -> ClientUpdate:
-    """One client-round: start from the global adapter, train on this round's rows, return the update.
+    personal: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[ClientUpdate, StateDict]:
+    """One client-round: start from ``start``, train on this round's rows; return the update and what the client keeps.
 
     The single-process simulation and the Flower ClientApp both call this, so a client's round is
-    the same computation wherever it runs. ``algorithm`` is the client side of ``--fed_alg``;
-    ``payload`` is what the server's ``Aggregator.client_payload`` gave for this client (e.g.
-    SCAFFOLD's control variates); ``shard`` is the client's data (a ``Dataset``, or its
-    ``ClientRows`` view of the run's one tokenised set).
+    the same computation wherever it runs. ``trainable`` maps the exchanged keys to the live model
+    (adapter weights, and merged deltas where the algorithm has them); ``start`` is the state the
+    server gave this client (``Aggregator.client_start``, cut to ``task.lora_rank``'s components; a
+    merged-delta key it lacks means zero); ``algorithm`` is the client side of ``--fed_alg``;
+    ``payload`` is what ``Aggregator.client_payload`` gave (SCAFFOLD's control variates);
+    ``personal`` what this client kept from its last round (``ClientAlgorithm.personal_keys``;
+    None the first time); ``shard`` the client's data (a ``Dataset``, or its ``ClientRows`` view of
+    the run's one tokenised set). The update carries ``ClientAlgorithm.sent_keys`` only, cut to
+    the client's rank.
     """
-    set_state(trainable, global_params)  # broadcast
-    hooks = algorithm.hooks(payload, global_params, trainable)
+    load_start(trainable, start)  # broadcast
+    keys = list(trainable)
+    kept = algorithm.personal_keys(keys)
+    if personal:
+        set_state({key: trainable[key] for key in kept}, personal)
+    hooks = algorithm.hooks(payload, start, trainable, task.lora_rank)
     cid, server_round = task.client_id, task.server_round
     rows = shard.select(sample_examples(len(shard), task.examples_per_round, task.seed, cid, server_round))
-    metrics = local_trainer.train(cid, rows, task.learning_rate, derive_seed(task.seed, cid, server_round), hooks)
+    frozen = [trainable[key] for key in algorithm.frozen_keys(server_round, keys)]
+    for param in frozen:
+        param.requires_grad_(False)
+    try:
+        metrics = local_trainer.train(cid, rows, task.learning_rate, derive_seed(task.seed, cid, server_round), hooks)
+    finally:
+        for param in frozen:
+            param.requires_grad_(True)
     extras: dict[str, StateDict] = {}
     for hook in hooks:
         extras.update(hook.extras())
-    return ClientUpdate(cid, get_state(trainable), len(shard), metrics, extras)
+        metrics.update(hook.metrics())
+    sent = get_state({key: trainable[key] for key in algorithm.sent_keys(server_round, keys)})
+    if task.lora_rank:
+        sent = slice_rank(sent, task.lora_rank)
+    update = ClientUpdate(cid, sent, len(shard), metrics, extras)
+    return update, get_state({key: trainable[key] for key in kept})

@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 from federated_learning.aggregators import Aggregator, ClientAlgorithm
 from federated_learning.checkpoint import save_checkpoint
 from federated_learning.client import LocalTrainer, RoundTask, train_client
+from federated_learning.lora_ranks import slice_rank
 from federated_learning.partition import ClientRows
+from federated_learning.personal import PersonalStates
 from federated_learning.sampling import sample_clients
 from federated_learning.state import get_state, num_bytes, set_state
 from federated_learning.types import ClientUpdate, StateDict
@@ -33,9 +35,9 @@ from utils.schedule import cosine_learning_rate
 logger = logging.getLogger(__name__)
 
 Evaluator = Callable[[torch.nn.Module], dict[str, float]]
-ClientRunner = Callable[[Aggregator, Sequence[RoundTask], StateDict], list[ClientUpdate | UnreadableReply]]
-"""Trains one round's clients from the global adapter; returns their updates in task order (an
-``UnreadableReply`` for a reply that could not be read).
+ClientRunner = Callable[[Aggregator, Sequence[RoundTask], Sequence[StateDict]], list[ClientUpdate | UnreadableReply]]
+"""Trains one round's clients, each from its start state (same order as the tasks); returns their
+updates in task order (an ``UnreadableReply`` for a reply that could not be read).
 
 The default trains them one after another in this process (``RoundLoop._train_in_process``);
 the Flower ServerApp passes one that trains each on the SuperNode holding its data.
@@ -59,6 +61,7 @@ class RoundPlan:
     eval_every: int = 0
     client_weighting: str = "num_examples"  # "uniform": every accepted update weighs 1 (n_i = 1)
     max_update_norm: float = 0.0  # > 0: an update with ||y - x|| above it is rejected
+    client_ranks: dict[int, int] = field(default_factory=dict)  # --client_lora_ranks; empty: the global rank
 
 
 @dataclass
@@ -67,7 +70,7 @@ class RoundLoop:
 
     plan: RoundPlan
     model: Any  # a PeftModel; the live adapter always holds the global state between rounds
-    trainable: dict[str, torch.nn.Parameter]
+    trainable: dict[str, torch.Tensor]  # the exchanged keys: adapter weights (and merged deltas) -> live tensors
     local_trainer: LocalTrainer | None  # None only with a client_runner that trains elsewhere
     shards: Sequence[Dataset | ClientRows]  # each client's rows (len and select)
     aggregator: Aggregator
@@ -78,6 +81,7 @@ class RoundLoop:
     training_loss: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     client_runner: ClientRunner | None = None  # None: train the clients in this process
     client_sizes: dict[int, int] | None = None  # examples each client holds, where the server knows it
+    personal: PersonalStates = field(default_factory=PersonalStates)  # what clients trained here keep
 
     def __post_init__(self) -> None:
         if self.training_loss.size == 0:
@@ -86,11 +90,13 @@ class RoundLoop:
     # ------------------------------------------------------------------ state for checkpoints
     def server_state(self) -> dict[str, Any]:
         """Everything besides the adapter that resuming needs."""
-        return {
+        state = {
             "aggregator": self.aggregator.state_dict(),
             "training_loss": torch.from_numpy(self.training_loss.copy()),
             "fed_alg": self.plan.fed_alg,
         }
+        personal = self.personal.state_dict()
+        return {**state, "personal": personal} if personal else state
 
     def restore(self, rounds_done: int, global_params: StateDict, server_state: dict[str, Any]) -> None:
         """Continue from a checkpoint written by ``save_checkpoint``; a ValueError says what does not fit."""
@@ -120,6 +126,9 @@ class RoundLoop:
                              f"--num_clients {self.plan.num_clients}; resume with the run's own --num_clients")
         try:
             self.aggregator.load_state_dict(server_state.get("aggregator", {}))
+            kept = self.client_algorithm.personal_keys(list(shapes))
+            self.personal.load_state_dict(server_state.get("personal", {}), {k: shapes[k] for k in kept},
+                                          self.plan.num_clients)
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
             raise ValueError(f"{where}: the {self.plan.fed_alg} server state in federated_state.* does not load "
                              f"({type(err).__name__}: {err}); resume from an earlier checkpoint") from err
@@ -159,10 +168,15 @@ class RoundLoop:
         plan = self.plan
         clients = sample_clients(plan.local_client, plan.num_clients, plan.sample_clients, plan.seed, server_round)
         lr = cosine_learning_rate(server_round, plan.num_rounds, plan.learning_rate, plan.min_learning_rate)
-        tasks = [RoundTask(cid, server_round, lr, plan.seed, plan.examples_per_round) for cid in clients]
+        tasks, starts = [], []
+        for cid in clients:
+            rank = self.aggregator.client_rank(cid, plan.client_ranks.get(cid, 0))
+            start = self.aggregator.client_start(cid, server_round, global_params)
+            starts.append(slice_rank(start, rank) if rank else start)
+            tasks.append(RoundTask(cid, server_round, lr, plan.seed, plan.examples_per_round, rank))
         runner = self.client_runner or self._train_in_process
-        replies = runner(self.aggregator, tasks, global_params)
-        updates, client_metrics, rejected = self._screen(server_round, clients, replies, global_params)
+        replies = runner(self.aggregator, tasks, starts)
+        updates, client_metrics, rejected = self._screen(tasks, replies, starts)
         if updates:
             if plan.client_weighting == "uniform":
                 updates = [dataclasses.replace(u, num_examples=1) for u in updates]
@@ -186,20 +200,23 @@ class RoundLoop:
         return global_params, record
 
     def _screen(
-        self, server_round: int, clients: Sequence[int], replies: Sequence[ClientUpdate | UnreadableReply],
-        global_params: StateDict,
+        self, tasks: Sequence[RoundTask], replies: Sequence[ClientUpdate | UnreadableReply],
+        starts: Sequence[StateDict],
     ) -> tuple[list[ClientUpdate], dict[str, dict[str, Any]], list[int]]:
-        """The updates that pass the server's check (``updates.rejection_reason``), every client's metrics and
-        the clients whose update was rejected."""
+        """The updates that pass the server's check (``updates.rejection_reason``, against what each client was
+        to send back untrained: its start's ``sent_keys`` at its rank), every client's metrics and the clients
+        whose update was rejected."""
         accepted: list[ClientUpdate] = []
         client_metrics: dict[str, dict[str, Any]] = {}
         rejected: list[int] = []
-        for update, cid in zip(replies, clients, strict=True):
+        for update, task, start in zip(replies, tasks, starts, strict=True):
+            cid, server_round = task.client_id, task.server_round
             if update.client_id != cid:
                 reason = f"answered as client {update.client_id!r}"
             else:
+                expected = {key: start[key] for key in self.aggregator.client_class.sent_keys(server_round, start)}
                 size = None if self.client_sizes is None else self.client_sizes.get(cid)
-                reason = rejection_reason(global_params, update, max_examples=size,
+                reason = rejection_reason(expected, update, max_examples=size,
                                           max_update_norm=self.plan.max_update_norm,
                                           required_extras=self.aggregator.required_extras)
             metrics = numeric_metrics(update.metrics) if reason is None else {}
@@ -207,6 +224,8 @@ class RoundLoop:
                 accepted.append(update)
                 metrics["bytes_uploaded"] = float(num_bytes(update.params)
                                                   + sum(num_bytes(e) for e in update.extras.values()))
+                metrics["bytes_downloaded"] = float(num_bytes(start) + sum(
+                    num_bytes(p) for p in self.aggregator.client_payload(cid).values()))
                 self.training_loss[cid, server_round] = float(metrics["train_loss"])
             else:
                 logger.warning("round %d: client %d's update is left out: %s", server_round + 1, cid, reason)
@@ -217,22 +236,35 @@ class RoundLoop:
         return accepted, client_metrics, rejected
 
     def _train_in_process(
-        self, aggregator: Aggregator, tasks: Sequence[RoundTask], global_params: StateDict
+        self, aggregator: Aggregator, tasks: Sequence[RoundTask], starts: Sequence[StateDict]
     ) -> list[ClientUpdate]:
         """The default runner: each client in turn on the one shared model and trainer."""
         if self.local_trainer is None:
             raise ValueError("RoundLoop needs a local_trainer (or a client_runner) to train clients")
-        return [
-            train_client(self.local_trainer, self.trainable, self.client_algorithm, task, self.shards[task.client_id],
-                         global_params, aggregator.client_payload(task.client_id))
-            for task in tasks
-        ]
+        updates = []
+        for task, start in zip(tasks, starts, strict=True):
+            cid = task.client_id
+            update, kept = train_client(self.local_trainer, self.trainable, self.client_algorithm, task,
+                                        self.shards[cid], start, aggregator.client_payload(cid), self.personal.get(cid))
+            self.personal.keep(cid, kept, update.num_examples)
+            updates.append(update)
+        return updates
 
     # ------------------------------------------------------------------ helpers
     def _evaluate(self) -> dict[str, float]:
+        """The evaluator's metrics of the global model (with clients' kept keys at their mean, ``PersonalStates``)."""
         assert self.evaluator is not None
         start = time.perf_counter()
-        metrics = self.evaluator(self.model)
+        global_params = get_state(self.trainable) if self.personal.states else {}
+        view = self.personal.mean_view(global_params)
+        if view is None:
+            metrics = self.evaluator(self.model)
+        else:
+            set_state(self.trainable, view)
+            try:
+                metrics = self.evaluator(self.model)
+            finally:
+                set_state(self.trainable, global_params)
         metrics["eval_seconds"] = time.perf_counter() - start
         return metrics
 

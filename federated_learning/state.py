@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from peft import get_peft_model_state_dict
 
+from federated_learning.lora_ranks import pad_rank
+from federated_learning.merged_delta import is_merged_key
 from federated_learning.types import StateDict
 
 
@@ -30,19 +32,33 @@ def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter
 
 
 @torch.no_grad()
-def get_state(trainable: Mapping[str, torch.nn.Parameter]) -> StateDict:
+def get_state(trainable: Mapping[str, torch.Tensor]) -> StateDict:
     """Copy the adapter out of the model (detached, on CPU, its own storage)."""
     return {k: p.detach().to("cpu", copy=True) for k, p in trainable.items()}
 
 
 @torch.no_grad()
-def set_state(trainable: Mapping[str, torch.nn.Parameter], state: Mapping[str, torch.Tensor]) -> None:
+def set_state(trainable: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> None:
     """Copy ``state`` into the live parameters in place (optimizers keep pointing at them)."""
     missing = trainable.keys() - state.keys()
     if missing:
         raise KeyError(f"adapter state lacks {len(missing)} keys, e.g. {sorted(missing)[0]}")
     for key, param in trainable.items():
         param.copy_(state[key])
+
+
+@torch.no_grad()
+def load_start(live: Mapping[str, torch.Tensor], start: Mapping[str, torch.Tensor]) -> None:
+    """``set_state`` for a client's start state, in which a merged-delta key left out means zero and LoRA
+    factors of lower rank fill the first components (the others zero, ``federated_learning.lora_ranks``)."""
+    missing = [key for key in live.keys() - start.keys() if not is_merged_key(key)]
+    if missing:
+        raise KeyError(f"start state lacks {len(missing)} keys, e.g. {sorted(missing)[0]}")
+    for key, tensor in live.items():
+        if key in start:
+            tensor.copy_(pad_rank(tensor, key, start[key]))
+        else:
+            tensor.zero_()
 
 
 @torch.no_grad()

@@ -24,22 +24,26 @@ def query(message: Message, context: Context) -> Message:
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
-    """Train one round of this node's client from the global adapter in ``message``; reply with the update."""
+    """Train one round of this node's client from the start state in ``message``; reply with the update."""
     # Imported here, not at the top: the query handler runs in a fresh process too, and should
     # answer without loading torch, transformers and TRL.
     from federated_learning.client import train_client
-    from flower_app.records import read_train_content, update_content
+    from flower_app.records import PERSONAL, get_state, put_state, read_train_content, update_content
     from flower_app.run_config import parse_run_config
     from flower_app.worker import get_worker
 
     node = NodeSettings.from_node_config(context.node_config)
-    task, global_params, payload = read_train_content(message.content)
+    task, start, payload = read_train_content(message.content)
     if task.client_id != node.partition_id:
         raise ValueError(
             f"this SuperNode is client {node.partition_id}, but the server sent client {task.client_id}'s task"
         )
     worker = get_worker(context.run_id, parse_run_config(context.run_config), node)
-    update = train_client(
-        worker.local_trainer, worker.trainable, worker.algorithm, task, worker.shard, global_params, payload
+    # What this client keeps from round to round (FedSA-LoRA's B) lives in the node's state.
+    personal = get_state(context.state, PERSONAL) if PERSONAL in context.state.array_records else None
+    update, kept = train_client(
+        worker.local_trainer, worker.trainable, worker.algorithm, task, worker.shard, start, payload, personal
     )
+    if kept:
+        put_state(context.state, PERSONAL, kept)
     return Message(update_content(update), reply_to=message)

@@ -81,9 +81,9 @@ class GridClients:
         self.round_timeout = round_timeout
 
     def __call__(
-        self, aggregator: Aggregator, tasks: Sequence[RoundTask], global_params: StateDict
+        self, aggregator: Aggregator, tasks: Sequence[RoundTask], starts: Sequence[StateDict]
     ) -> list[ClientUpdate | UnreadableReply]:
-        """Send every task at once (clients train in parallel); return the updates in task order.
+        """Send every task with its start state at once (clients train in parallel); return the updates in task order.
 
         A reply that cannot be read as an update (malformed records, another client's id) comes
         back as an ``UnreadableReply``, which the round loop leaves out, recording why. A client
@@ -93,12 +93,12 @@ class GridClients:
         """
         messages = [
             Message(
-                train_content(task, global_params, aggregator.client_payload(task.client_id)),
+                train_content(task, start, aggregator.client_payload(task.client_id)),
                 dst_node_id=self.node_of[task.client_id],
                 message_type=MessageType.TRAIN,
                 group_id=str(task.server_round + 1),
             )
-            for task in tasks
+            for task, start in zip(tasks, starts, strict=True)
         ]
         replies = {r.metadata.src_node_id: r for r in self.grid.send_and_receive(messages, timeout=self.round_timeout)}
         updates = []

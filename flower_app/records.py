@@ -1,6 +1,7 @@
 """Round tasks, adapter states and client updates as Flower records, and back, losslessly.
 
-A train message carries the global adapter (``global``), the aggregator's payload for that client
+A train message carries the client's start state (``global``: the global adapter, cut to the
+client's rank, with any merged deltas; ``Aggregator.client_start``), the aggregator's payload for that client
 (``payload/<name>``, e.g. SCAFFOLD's control variates) and the ``RoundTask``; the reply carries
 the trained adapter (``params``), the client hooks' extras (``extras/<name>``), the example count
 and the training metrics. Flower's ``Array`` serialises through numpy, which has no bfloat16:
@@ -25,6 +26,7 @@ PARAMS = "params"
 EXTRAS = "extras/"
 UPDATE = "update"
 METRICS = "metrics"
+PERSONAL = "personal"  # in a SuperNode's own state: what its client keeps between rounds
 DTYPES = ".dtypes"
 _DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float32, torch.float16, torch.bfloat16, torch.float64)}
 
@@ -56,17 +58,17 @@ def _names(content: RecordDict, prefix: str) -> list[str]:
     return [name[len(prefix):] for name in content.array_records if name.startswith(prefix)]
 
 
-def train_content(task: RoundTask, global_params: StateDict, payload: dict[str, StateDict]) -> RecordDict:
+def train_content(task: RoundTask, start: StateDict, payload: dict[str, StateDict]) -> RecordDict:
     """The content of the server's train message to one client."""
     content = RecordDict({TASK: ConfigRecord(asdict(task))})
-    put_state(content, GLOBAL, global_params)
+    put_state(content, GLOBAL, start)
     for name, state in payload.items():
         put_state(content, PAYLOAD + name, state)
     return content
 
 
 def read_train_content(content: RecordDict) -> tuple[RoundTask, StateDict, dict[str, StateDict]]:
-    """(task, global adapter, aggregator payload) from a train message."""
+    """(task, start state, aggregator payload) from a train message."""
     record = content.config_records[TASK]
     task = RoundTask(**{f.name: record[f.name] for f in fields(RoundTask)})
     payload = {name: get_state(content, PAYLOAD + name) for name in _names(content, PAYLOAD)}

@@ -17,10 +17,9 @@ import torch
 from datasets import Dataset
 
 from federated_learning.aggregators import ClientAlgorithm, build_client_algorithm
-from federated_learning.build import load_peft_model, split_clients, use_bf16
+from federated_learning.build import exchanged_tensors, load_peft_model, split_clients, use_bf16
 from federated_learning.client import LocalTrainer
 from federated_learning.process import set_threads
-from federated_learning.state import trainable_parameters
 from federated_learning.tasks import Task, get_task
 from flower_app.logs import setup_flower_logging
 from flower_app.node_config import NodeSettings
@@ -37,7 +36,7 @@ class Worker:
 
     key: tuple[object, ...]
     local_trainer: LocalTrainer
-    trainable: dict[str, torch.nn.Parameter]
+    trainable: dict[str, torch.Tensor]  # the exchanged keys (federated_learning.build.exchanged_tensors)
     algorithm: ClientAlgorithm  # the client side of --fed_alg (its hooks)
     shard: Dataset
 
@@ -81,7 +80,7 @@ def build_worker(key: tuple[object, ...], settings: RunSettings, node: NodeSetti
     trainer = task.build_trainer(model, tokenizer, shard, cfg, output_dir, use_bf16(cfg.script))
     task.prepare_model(model, cfg)
     logger.info("client %d: %d examples", node.partition_id, len(shard))
-    return Worker(key, LocalTrainer(trainer, show_progress=False), trainable_parameters(model), algorithm, shard)
+    return Worker(key, LocalTrainer(trainer, show_progress=False), exchanged_tensors(model, cfg), algorithm, shard)
 
 
 def get_worker(run_id: int, settings: RunSettings, node: NodeSettings) -> Worker:

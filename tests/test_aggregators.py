@@ -179,35 +179,49 @@ def _make(name: str, variant: str, **hp: Any) -> Any:
     return get_aggregator(name, num_clients=5, fedopt_variant=variant, **hp)
 
 
-def _random_round(x: dict[str, torch.Tensor], seed: int, ids: tuple[int, ...] = (0, 2, 4)) -> list[ClientUpdate]:
+def _random_round(x: dict[str, torch.Tensor], seed: int, ids: tuple[int, ...] = (0, 2, 4),
+                  agg: Any = None, server_round: int = 1) -> list[ClientUpdate]:
+    """Random updates of the keys ``agg``'s clients send in ``server_round`` (1-based; default: every key)."""
     gen = torch.Generator().manual_seed(seed)
+    keys = list(x) if agg is None else agg.client_class.sent_keys(server_round - 1, x)
     updates = []
     for i in ids:
-        params = {k: (t.float() + 0.1 * torch.randn(t.shape, generator=gen)).to(t.dtype) for k, t in x.items()}
-        delta_c = {k: torch.randn(t.shape, generator=gen) for k, t in x.items()}
+        params = {k: (x[k].float() + 0.1 * torch.randn(x[k].shape, generator=gen)).to(x[k].dtype) for k in keys}
+        delta_c = {k: torch.randn(x[k].shape, generator=gen) for k in keys}
         updates.append(ClientUpdate(i, params, 10 + i, {"train_loss": 1.0}, {"delta_c": delta_c}))
     return updates
 
 
-def _global() -> dict[str, torch.Tensor]:
+def _global(agg: Any = None) -> dict[str, torch.Tensor]:
+    """A one-layer adapter (B in bf16), with its merged delta M for the algorithms that merge into the base."""
     gen = torch.Generator().manual_seed(123)
-    return {
+    x = {
         "layer.lora_A.weight": torch.randn(2, 3, generator=gen),
         "layer.lora_B.weight": torch.randn(3, 2, generator=gen).to(torch.bfloat16),
     }
+    if agg is not None and agg.merges_into_base:
+        x["layer.merged_delta"] = 0.1 * torch.randn(3, 3, generator=gen)
+    return x
+
+
+def _effective(x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """M + B·A: the layer's weight change, whichever part of the state holds it."""
+    merged = x.get("layer.merged_delta", torch.zeros(3, 3))
+    return merged + x["layer.lora_B.weight"].float() @ x["layer.lora_A.weight"].float()
 
 
 def test_registry_has_every_issue_algorithm() -> None:
-    expected = {"fedavg", "fedprox", "scaffold", "fedavgm", "fedadagrad", "fedyogi", "fedadam"}
+    expected = {"fedavg", "fedprox", "scaffold", "fedavgm", "fedadagrad", "fedyogi", "fedadam",
+                "ffa_lora", "fedsa_lora", "flora", "flexlora", "fedex_lora", "rolora", "hetlora"}
     assert set(available_aggregators()) == expected
 
 
 @pytest.mark.parametrize(("name", "variant"), ALGORITHMS)
 def test_inputs_not_mutated_and_keys_shapes_dtypes_kept(name: str, variant: str) -> None:
     agg = _make(name, variant)
-    x = _global()
-    for r in range(2):
-        updates = _random_round(x, r)
+    x = _global(agg)
+    for r in range(1, 3):
+        updates = _random_round(x, r, agg=agg, server_round=r)
         x_copy = {k: t.clone() for k, t in x.items()}
         updates_copy = [dataclasses.replace(u, params={k: t.clone() for k, t in u.params.items()},
                                             extras={"delta_c": {k: t.clone() for k, t in u.extras["delta_c"].items()}})
@@ -216,8 +230,8 @@ def test_inputs_not_mutated_and_keys_shapes_dtypes_kept(name: str, variant: str)
         for k in x:
             assert torch.equal(x[k], x_copy[k])
         for u, c in zip(updates, updates_copy, strict=True):
-            assert all(torch.equal(u.params[k], c.params[k]) for k in x)
-            assert all(torch.equal(u.extras["delta_c"][k], c.extras["delta_c"][k]) for k in x)
+            assert all(torch.equal(u.params[k], c.params[k]) for k in u.params)
+            assert all(torch.equal(u.extras["delta_c"][k], c.extras["delta_c"][k]) for k in u.params)
         assert out.keys() == x.keys()
         for k in x:
             assert out[k].shape == x[k].shape and out[k].dtype == x[k].dtype
@@ -228,11 +242,17 @@ def test_inputs_not_mutated_and_keys_shapes_dtypes_kept(name: str, variant: str)
 
 @pytest.mark.parametrize(("name", "variant"), ALGORITHMS)
 def test_clients_returning_global_leave_it_unchanged(name: str, variant: str) -> None:
+    """Unchanged: the state, or where the algorithm re-initialises its LoRA (FLoRA, FlexLoRA) the model, M + B·A."""
     agg = _make(name, variant)
-    x = _global()
-    updates = [ClientUpdate(i, {k: t.clone() for k, t in x.items()}, 1 + i, {},
-                            {"delta_c": {k: torch.zeros(t.shape) for k, t in x.items()}}) for i in range(3)]
-    out = agg.aggregate(x, updates, 0)
+    x = _global(agg)
+    keys = agg.client_class.sent_keys(0, x)
+    updates = [ClientUpdate(i, {k: x[k].clone() for k in keys}, 1 + i, {},
+                            {"delta_c": {k: torch.zeros(x[k].shape) for k in keys}}) for i in range(3)]
+    out = agg.aggregate(x, updates, 1)
+    if name in ("flora", "flexlora"):
+        torch.testing.assert_close(_effective(out), _effective(x) if name == "flora" else _effective(
+            {k: v for k, v in x.items() if "merged" not in k}), rtol=1e-6, atol=1e-6)
+        return
     for k in x:
         torch.testing.assert_close(out[k], x[k], rtol=1e-6, atol=0)
 
@@ -297,13 +317,13 @@ def test_state_dict_round_trip_continues_identically(name: str, variant: str, tm
     fresh_state = _make(name, variant).state_dict()  # before any round: must be saveable too
     _save(fresh_state, tmp_path)
     first = _make(name, variant)
-    x = _global()
-    x = first.aggregate(x, _random_round(x, 0, ids=(0, 1, 2)), 0)
+    x = _global(first)
+    x = first.aggregate(x, _random_round(x, 0, ids=(0, 1, 2), agg=first, server_round=1), 1)
     _save(first.state_dict(), tmp_path)
     resumed = _make(name, variant)
     resumed.load_state_dict(_load(tmp_path))
-    for r in (1, 2):
-        updates = _random_round(x, r, ids=(1, 3))
+    for r in (2, 3):
+        updates = _random_round(x, r, ids=(1, 3), agg=first, server_round=r)
         a, b = first.aggregate(x, updates, r), resumed.aggregate(x, updates, r)
         assert all(torch.equal(a[k], b[k]) for k in x)
         for cid in range(5):
@@ -358,10 +378,10 @@ def test_accepts_every_cli_hyperparameter(name: str) -> None:
 
 @pytest.mark.parametrize(("name", "variant"), ALGORITHMS)
 def test_constructor_parameters_are_flags_with_their_defaults(name: str, variant: str) -> None:
-    """Keyword-only parameters named like the flags, defaults taken from FedArguments: one place."""
+    """Keyword-only parameters named like the flags (or the run's --seed), defaults taken from FedArguments."""
     import inspect
 
-    flags = {f.name: f.default for f in dataclasses.fields(FedArguments)}
+    flags = {f.name: f.default for f in dataclasses.fields(FedArguments)} | {"seed": 0}
     cls = aggregator_class(name, variant)
     for built in (cls, cls.client_class):
         if built.__init__ is object.__init__:

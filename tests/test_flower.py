@@ -191,11 +191,13 @@ def test_grid_clients_send_each_task_to_its_node_and_keep_task_order(server_iden
     grid = FakeGrid([11, 22], train)
     runner = GridClients(grid, {0: 22, 1: 11})  # type: ignore[arg-type]
     tasks = [RoundTask(c, 0, 1e-3, 7, 4) for c in (0, 1)]
-    updates = runner(get_aggregator("fedavg"), tasks, {"w": torch.zeros(2)})
+    starts = [{"w": torch.zeros(2)}, {"w": torch.full((2,), 5.0)}]  # each client its own start state
+    updates = runner(get_aggregator("fedavg"), tasks, starts)
     assert [u.client_id for u in updates] == [0, 1]  # replies came back reversed
     assert [m.metadata.dst_node_id for m in grid.sent] == [22, 11]
     assert [m.metadata.group_id for m in grid.sent] == ["1", "1"]
-    assert torch.equal(updates[1].params["w"], torch.ones(2)) and updates[1].num_examples == 20
+    assert torch.equal(updates[0].params["w"], torch.zeros(2))
+    assert torch.equal(updates[1].params["w"], torch.full((2,), 6.0)) and updates[1].num_examples == 20
 
 
 def test_grid_clients_pass_a_malformed_reply_on_as_unreadable(server_identity: None) -> None:
@@ -214,7 +216,7 @@ def test_grid_clients_pass_a_malformed_reply_on_as_unreadable(server_identity: N
 
     runner = GridClients(FakeGrid([11, 22, 33], train), {0: 11, 1: 22, 2: 33})  # type: ignore[arg-type]
     good, missing, bad_dtype = runner(get_aggregator("fedavg"), [RoundTask(c, 0, 1e-3, 7, 4) for c in (0, 1, 2)],
-                                      {"w": torch.zeros(2)})
+                                      [{"w": torch.zeros(2)}] * 3)
     assert isinstance(good, ClientUpdate) and good.num_examples == 10
     assert isinstance(missing, UnreadableReply) and "SuperNode 22: malformed reply (KeyError" in missing.reason
     assert isinstance(bad_dtype, UnreadableReply) and "int8" in bad_dtype.reason
@@ -224,10 +226,14 @@ def test_grid_clients_fail_the_round_on_a_client_error(server_identity: None) ->
     grid = FakeGrid([11], lambda message: Error(code=0, reason="out of memory"))
     runner = GridClients(grid, {0: 11})  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="round 3: client 0 .SuperNode 11. failed: out of memory"):
-        runner(get_aggregator("fedavg"), [RoundTask(0, 2, 1e-3, 7, 4)], {"w": torch.zeros(2)})
+        runner(get_aggregator("fedavg"), [RoundTask(0, 2, 1e-3, 7, 4)], [{"w": torch.zeros(2)}])
 
 
 # ---------------------------------------------------------------------- ServerApp + ClientApp in one process
+
+
+def _records(run_dir: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 class LoopbackGrid:
@@ -252,13 +258,16 @@ class LoopbackGrid:
         return replies
 
 
-@pytest.mark.parametrize("fed_alg", ["fedprox", "scaffold"])
+@pytest.mark.parametrize(("fed_alg", "extra"), [
+    ("fedprox", []), ("scaffold", []), ("flexlora", ["--client_lora_ranks", "2,4,8"]),
+])
 def test_server_and_client_apps_equal_the_simulation(
-    tmp_path: Path, tiny_model_dir: Path, server_identity: None, fed_alg: str
+    tmp_path: Path, tiny_model_dir: Path, server_identity: None, fed_alg: str, extra: list[str]
 ) -> None:
-    """SCAFFOLD's control variates and FedProx's mu travel in the messages; 3 clients, 2 sampled per round.
+    """SCAFFOLD's control variates, FedProx's mu and FlexLoRA's per-client SVD starts of mixed ranks travel in
+    the messages; 3 clients, 2 sampled per round.
 
-    The server evaluates the global adapter on the held-out split as the simulation does.
+    The server evaluates the global model (with FlexLoRA's merged ΔW) on the held-out split as the simulation does.
     """
     from flower_app.server_app import main as server_main
 
@@ -266,7 +275,7 @@ def test_server_and_client_apps_equal_the_simulation(
         "--model_name_or_path", str(tiny_model_dir), "--dataset_name", "bundled/fin_sentiment", "--dataset_sample",
         "30", "--fed_alg", fed_alg, "--prox_mu", "0.5", "--num_clients", "3", "--sample_clients", "2",
         "--num_rounds", "2", "--max_steps", "2", "--batch_size", "2", "--seq_length", "192", "--torch_threads", "1",
-        "--run_name", "run", "--eval_samples", "3",
+        "--run_name", "run", "--eval_samples", "3", *extra,
     ]
     run_config = {"args": shlex.join([*flags, "--output_dir", str(tmp_path / "flower")]), "config": "",
                   "node-timeout": 5, "round-timeout": 0}
@@ -275,7 +284,11 @@ def test_server_and_client_apps_equal_the_simulation(
 
     simulated = main_sft.main([*flags, "--output_dir", str(tmp_path / "simulation")])
     flower = tmp_path / "flower" / "run"
-    for name in ("adapter_model.safetensors", "federated_state.safetensors"):
+    names = ["adapter_model.safetensors", "federated_state.safetensors"]
+    if fed_alg == "flexlora":
+        names.append("merged_delta.safetensors")
+        assert all(r["clients"] for r in _records(flower)[1:])
+    for name in names:
         got, want = load_file(flower / "checkpoint-2" / name), load_file(simulated / "checkpoint-2" / name)
         assert got.keys() == want.keys() and got
         for key in want:
@@ -293,6 +306,13 @@ def test_server_and_client_apps_equal_the_simulation(
         assert g == pytest.approx(w, rel=1e-4)
     if fed_alg == "scaffold":  # the control variates were really exchanged
         assert any("c_i" in key for key in load_file(flower / "checkpoint-2" / "federated_state.safetensors"))
+    if fed_alg == "flexlora":  # each client uploaded its own rank, the same bytes as in the simulation
+        def uploads(run_dir: Path) -> list[dict[str, float]]:
+            return [{c: m["bytes_uploaded"] for c, m in r["client_metrics"].items()} for r in _records(run_dir)[1:]]
+
+        assert uploads(flower) == uploads(simulated)
+        assert len({b for u in uploads(flower) for b in u.values()}) > 1
+
 
 
 @pytest.mark.parametrize("ref_adapter", [False, True])

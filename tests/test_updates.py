@@ -13,7 +13,7 @@ from config import FedArguments, RunConfig, ScriptArguments
 from federated_learning import ClientUpdate, available_aggregators, get_aggregator
 from federated_learning.aggregators._hyperparameters import VARIANTS
 from federated_learning.build import build_round_loop
-from federated_learning.state import get_state, trainable_parameters
+from federated_learning.state import get_state
 from federated_learning.updates import rejection_reason, update_norm
 from tests.peft_models import peft_model_with_active_lora
 
@@ -87,14 +87,20 @@ def test_counts_and_norms_within_bounds() -> None:
 
 
 def test_every_aggregator_refuses_bad_shapes_keys_and_counts_through_its_api() -> None:
-    """Called directly (the Python API), no aggregator broadcasts a (4,) tensor into a (2, 4) adapter."""
-    bad = [good(params=with_param("a.lora_A.weight", torch.zeros(4))),
-           good(params={"a.lora_A.weight": torch.zeros(2, 4)}), good(n=0), good(n=-3)]
+    """Called directly (the Python API), no aggregator broadcasts a (4,) tensor into a (2, 4) adapter, takes other
+    keys than its clients send, or a count that is not positive."""
     for name in [*available_aggregators(), "local0"]:
         for variant in VARIANTS:
+            aggregator = get_aggregator(name, num_clients=4, fedopt_variant=variant)
+            sent = aggregator.client_class.sent_keys(0, X)
+            params = {k: X[k] + 0.1 for k in sent}
+            wrong_keys = {k: v for k, v in params.items() if k != sent[0]} if len(sent) > 1 else {
+                **params, "b.lora_A.weight": torch.zeros(2, 4)}
+            bad = [good(params={**params, sent[0]: torch.zeros(4)}), good(params=wrong_keys),
+                   good(params=params, n=0), good(params=params, n=-3)]
             for update in bad:
                 with pytest.raises(ValueError):
-                    get_aggregator(name, num_clients=4, fedopt_variant=variant).aggregate(X, [update], 1)
+                    aggregator.aggregate(X, [update], 1)
 
 
 def _loop(tmp_path: Path, model_dir: Path, fed_alg: str, variant: str, replies: Any, **fed: Any) -> Any:
@@ -104,7 +110,7 @@ def _loop(tmp_path: Path, model_dir: Path, fed_alg: str, variant: str, replies: 
                                                                   save_model_freq=5, **fed))
     loop = build_round_loop(cfg, model, None, [], tmp_path, None, client_runner=replies,
                             client_sizes={0: 10, 1: 10, 2: 10, 3: 10})
-    return loop, get_state(trainable_parameters(model))
+    return loop, get_state(loop.trainable)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -112,14 +118,18 @@ def _loop(tmp_path: Path, model_dir: Path, fed_alg: str, variant: str, replies: 
 def test_round_loop_leaves_bad_updates_out_and_records_why(
     tmp_path: Path, tiny_model_dir: Path, fed_alg: str, variant: str
 ) -> None:
-    """Per round: one honest client, the others wrong-shaped, inflated or oversized; the honest one alone counts."""
+    """Per round: one honest client, the others wrong-shaped, inflated or oversized; the honest one alone counts.
+
+    Each client answers with the keys its algorithm sends (``ClientAlgorithm.sent_keys``) from its start state.
+    """
     honest: dict[int, dict[str, torch.Tensor]] = {}
 
-    def replies(aggregator: Any, tasks: Any, global_params: dict[str, torch.Tensor]) -> list[ClientUpdate]:
+    def replies(aggregator: Any, tasks: Any, starts: Any) -> list[ClientUpdate]:
         updates = []
-        for i, task in enumerate(tasks):
-            params = {k: v + 0.01 * (k.count("A") + 1) for k, v in global_params.items()}
-            delta_c = {k: torch.full(v.shape, 0.5) for k, v in global_params.items()}
+        for i, (task, start) in enumerate(zip(tasks, starts, strict=True)):
+            sent = aggregator.client_class.sent_keys(task.server_round, start)
+            params = {k: start[k] + 0.01 * (k.count("A") + 1) for k in sent}
+            delta_c = {k: torch.full(start[k].shape, 0.5) for k in sent}
             if i == 0:
                 honest[task.client_id] = params
                 updates.append(ClientUpdate(task.client_id, params, 10, {"train_loss": 1.0}, {"delta_c": delta_c}))
@@ -136,9 +146,10 @@ def test_round_loop_leaves_bad_updates_out_and_records_why(
     final = loop.run()
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     (cid,) = honest
-    expected_aggregator = get_aggregator(fed_alg, num_clients=4, fedopt_variant=variant)
-    delta_c = {k: torch.full(v.shape, 0.5) for k, v in start.items()}
+    expected_aggregator = get_aggregator(fed_alg, num_clients=4, fedopt_variant=variant, seed=1)
+    delta_c = {k: torch.full(v.shape, 0.5) for k, v in honest[cid].items()}
     expected = expected_aggregator.aggregate(start, [ClientUpdate(cid, honest[cid], 10, {}, {"delta_c": delta_c})], 1)
+    assert final.keys() == expected.keys() == start.keys()
     assert all(torch.equal(final[k], expected[k]) for k in expected)
     assert len(record.get("rejected_clients", [])) == len(record["clients"]) - 1
     reasons = [m["rejected"] for m in record["client_metrics"].values() if "rejected" in m]
@@ -148,10 +159,11 @@ def test_round_loop_leaves_bad_updates_out_and_records_why(
 
 
 def test_uniform_weighting_is_the_plain_mean(tmp_path: Path, tiny_model_dir: Path) -> None:
-    def replies(aggregator: Any, tasks: Any, global_params: dict[str, torch.Tensor]) -> list[ClientUpdate]:
-        return [ClientUpdate(t.client_id, {k: v + (1.0 if i else -1.0) for k, v in global_params.items()}, 1 + 8 * i,
-                             {"train_loss": 1.0}) for i, t in enumerate(tasks[:2])] + [
-            ClientUpdate(t.client_id, dict(global_params), 1, {"train_loss": 1.0}) for t in tasks[2:]]
+    def replies(aggregator: Any, tasks: Any, starts: Any) -> list[ClientUpdate]:
+        pairs = list(zip(tasks, starts, strict=True))
+        return [ClientUpdate(t.client_id, {k: v + (1.0 if i else -1.0) for k, v in s.items()}, 1 + 8 * i,
+                             {"train_loss": 1.0}) for i, (t, s) in enumerate(pairs[:2])] + [
+            ClientUpdate(t.client_id, dict(s), 1, {"train_loss": 1.0}) for t, s in pairs[2:]]
 
     weighted, start = _loop(tmp_path / "w", tiny_model_dir, "fedavg", "paper", replies)
     (tmp_path / "w").mkdir()

@@ -1,14 +1,17 @@
 """The algorithm interface: a server-side update rule (``Aggregator``) and its client side (``ClientAlgorithm``).
 
 An aggregator never samples clients, logs or writes files. Its server part is ``aggregate``, plus
-``client_payload``: what the server sends one client besides the global adapter (SCAFFOLD's control
-variates). Its client part is a ``ClientAlgorithm`` (``Aggregator.client_class``) built from the
-same flags, whose ``hooks`` are ``ClientHook``s: callbacks on local training's optimizer steps
-(FedProx's proximal term, SCAFFOLD's correction), run inside the TRL trainer by
-``federated_learning.client``, so the same hook serves SFT and DPO alike. The two halves meet
-only through the payload and ``ClientUpdate.extras``, so the same classes run in one process and
-on Flower, where server and clients live in different processes, and a client never builds a
-server.
+``client_start`` (the state a client starts its round from: the global adapter by default,
+FlexLoRA's per-client SVD factors), ``client_rank`` (the LoRA rank it trains, see
+``federated_learning.lora_ranks``) and ``client_payload``: what the server sends one client besides its
+start state (SCAFFOLD's control variates). Its client part is a ``ClientAlgorithm`` (``Aggregator.client_class``)
+built from the same flags: which adapter keys a client sends (``sent_keys``: FFA-LoRA sends only B),
+keeps to itself (``personal_keys``: FedSA-LoRA's B) or leaves untrained (``frozen_keys``), and its
+``hooks``, ``ClientHook``s: callbacks on local training's optimizer steps (FedProx's proximal term,
+SCAFFOLD's correction), run inside the TRL trainer by ``federated_learning.client``, so the same hook
+serves SFT and DPO alike. The two halves meet only through the start state, the payload, the
+``RoundTask`` and the ``ClientUpdate``, so the same classes run in one process and on Flower, where
+server and clients live in different processes, and a client never builds a server.
 
 Constructors are keyword-only, their parameters the flag names, their defaults ``config.FedArguments``'s
 (one place), their ranges ``_hyperparameters.RULES``'s.
@@ -17,11 +20,12 @@ Constructors are keyword-only, their parameters the flag names, their defaults `
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 
+from federated_learning.merged_delta import is_merged_key
 from federated_learning.types import ClientUpdate, StateDict
 
 
@@ -46,19 +50,41 @@ class ClientHook:
         """The state this hook sends back to the server (none by default)."""
         return {}
 
+    def metrics(self) -> dict[str, float]:
+        """Numbers this hook adds to the client's metrics (none by default)."""
+        return {}
+
 
 class ClientAlgorithm:
-    """The client side of an algorithm: its hooks for one round of local training (none by default)."""
+    """The client side of an algorithm: what it trains, sends and keeps, and its hooks (defaults: FedAvg's)."""
+
+    @staticmethod
+    def sent_keys(server_round: int, keys: Iterable[str]) -> list[str]:
+        """The adapter keys a client sends after ``server_round`` (0-based) of ``keys`` (default: all adapter weights).
+
+        The server checks every update against the same answer, so this depends on nothing else.
+        """
+        return [key for key in keys if not is_merged_key(key)]
+
+    def frozen_keys(self, server_round: int, keys: Iterable[str]) -> set[str]:
+        """The adapter keys a client leaves untrained in ``server_round`` (none by default)."""
+        return set()
+
+    def personal_keys(self, keys: Iterable[str]) -> list[str]:
+        """The adapter keys each client keeps for itself from round to round, never sent (none by default)."""
+        return []
 
     def hooks(
         self,
         payload: Mapping[str, StateDict],
         global_params: StateDict,
         trainable: Mapping[str, torch.nn.Parameter],
+        lora_rank: int = 0,
     ) -> list[ClientHook]:
         """Hooks for one client-round; ``trainable`` maps each adapter key to its live parameter.
 
-        ``payload`` is what the server's ``Aggregator.client_payload`` gave for this client.
+        ``payload`` is what the server's ``Aggregator.client_payload`` gave for this client; ``global_params``
+        its start state; ``lora_rank`` the rank it trains (0: the global adapter's).
         """
         return []
 
@@ -70,9 +96,24 @@ class Aggregator(ABC):
     variant: ClassVar[str] = "paper"  # or "openfedllm": a reproduction of OpenFedLLM's own rule
     client_class: ClassVar[type[ClientAlgorithm]] = ClientAlgorithm
     required_extras: ClassVar[tuple[str, ...]] = ()  # ClientUpdate.extras every update must carry
+    merges_into_base: ClassVar[bool] = False  # the model carries merged deltas (federated_learning.merged_delta)
+    supports_client_ranks: ClassVar[bool] = False  # aggregates updates of lower rank (--client_lora_ranks)
+
+    def client_start(self, client_id: int, server_round: int, global_params: StateDict) -> StateDict:
+        """The state ``client_id`` starts ``server_round`` (0-based) from, keyed as ``global_params`` (default: it).
+
+        A merged-delta key left out means a zero delta. The round loop then cuts it to the
+        client's rank (``client_rank``), and checks the client's update against that start.
+        """
+        return global_params
+
+    def client_rank(self, client_id: int, rank: int) -> int:
+        """The LoRA rank ``client_id`` trains this round, given its ``--client_lora_ranks`` entry (0: the
+        global adapter's rank). Default: that entry; HetLoRA's clients prune theirs."""
+        return rank
 
     def client_payload(self, client_id: int) -> dict[str, StateDict]:
-        """Extra state to send to ``client_id`` with the global adapter (none by default)."""
+        """Extra state to send to ``client_id`` with its start state (none by default)."""
         return {}
 
     @abstractmethod

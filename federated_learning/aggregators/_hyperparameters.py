@@ -46,6 +46,11 @@ def _positive_whole(name: str, value: Any) -> None:
         raise ValueError(f"--{name} must be a whole number >= 1, got {value!r}")
 
 
+def _in_open_unit_interval(name: str, value: Any) -> None:
+    if not 0 < _number(name, value) < 1:
+        raise ValueError(f"--{name} must be in (0, 1), got {value}")
+
+
 VARIANTS = ("paper", "openfedllm")
 """``--fedopt_variant`` values: the papers' update rules, or OpenFedLLM's own variants."""
 
@@ -65,6 +70,9 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "fedopt_beta2": _in_unit_interval,
     "fedopt_variant": _variant,
     "num_clients": _positive_whole,
+    "hetlora_gamma": _in_open_unit_interval,
+    "hetlora_lambda": _at_least(0),
+    "hetlora_min_rank": _positive_whole,
 }
 
 

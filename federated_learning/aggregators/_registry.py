@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 PAPER = "paper"
 _REGISTRY: dict[tuple[str, str], type[Aggregator]] = {}
 LOCAL_ALG = re.compile(r"^local(0|[1-9]\d*)$")
-_FLAG_NAMES = frozenset(f.name for f in dataclasses.fields(FedArguments))
+# The flags an algorithm may take, plus the run's --seed (for the algorithms that draw at random: FLoRA).
+_FLAG_NAMES = frozenset(f.name for f in dataclasses.fields(FedArguments)) | {"seed"}
 
 
 def register(cls: type[Aggregator]) -> type[Aggregator]:
@@ -82,6 +83,12 @@ def aggregator_class(fed_alg: str, variant: str = PAPER) -> type[Aggregator]:
     return _REGISTRY.get((name, variant)) or _REGISTRY[(name, PAPER)]
 
 
+def supporting_client_ranks() -> list[str]:
+    """The ``--fed_alg`` names whose aggregation takes clients of lower rank (``--client_lora_ranks``)."""
+    _import_all()
+    return sorted(name for (name, variant), cls in _REGISTRY.items() if variant == PAPER and cls.supports_client_ranks)
+
+
 def _keyword_arguments(cls: type, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
     """The flags ``cls``'s keyword-only constructor takes; flags it does not take are ignored, others refused."""
     unknown = sorted(set(hyperparameters) - _FLAG_NAMES)
@@ -108,9 +115,9 @@ def get_client_algorithm(name: str, **hyperparameters: Any) -> ClientAlgorithm:
     return cls(**_keyword_arguments(cls, hyperparameters))
 
 
-def build_aggregator(fed: FedArguments) -> Aggregator:
-    """The server side of the run's ``--fed_alg`` with its flags."""
-    return get_aggregator(fed.fed_alg, **dataclasses.asdict(fed))
+def build_aggregator(fed: FedArguments, seed: int = 0) -> Aggregator:
+    """The server side of the run's ``--fed_alg`` with its flags and the run's ``--seed``."""
+    return get_aggregator(fed.fed_alg, **dataclasses.asdict(fed), seed=seed)
 
 
 def build_client_algorithm(fed: FedArguments) -> ClientAlgorithm:

@@ -78,6 +78,7 @@ class FedProxClient(ClientAlgorithm):
         payload: Mapping[str, StateDict],
         global_params: StateDict,
         trainable: Mapping[str, torch.nn.Parameter],
+        lora_rank: int = 0,
     ) -> list[ClientHook]:
         """The proximal hook, or none when mu = 0."""
         return [FedProxHook(self.mu, global_params, trainable)] if self.mu > 0 else []

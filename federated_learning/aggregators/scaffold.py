@@ -175,6 +175,7 @@ class ScaffoldClient(ClientAlgorithm):
         payload: Mapping[str, StateDict],
         global_params: StateDict,
         trainable: Mapping[str, torch.nn.Parameter],
+        lora_rank: int = 0,
     ) -> list[ClientHook]:
         """The correction hook, from the payload's c and c_i."""
         return [self.hook_class(payload, global_params, trainable)]
