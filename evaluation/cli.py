@@ -135,6 +135,16 @@ def validate(args: EvalArguments, benchmarks: list[Benchmark]) -> None:
         if not (Path(adapter) / "adapter_config.json").is_file():
             raise ValueError(f"--adapter {adapter}: no adapter_config.json there; pass a PEFT adapter folder "
                              "such as <output_dir>/<run>/checkpoint-<round>")
+        export = f"python -m federated_learning.export --checkpoint {adapter} --output <folder>"
+        if (Path(adapter) / "merged_delta.safetensors").is_file():
+            raise ValueError(f"--adapter {adapter}: this checkpoint also changes the base weights "
+                             f"(merged_delta.safetensors: FLoRA, FlexLoRA, FedEx-LoRA); run {export} and pass "
+                             "--model_name_or_path <folder> without --adapter")
+        state = Path(adapter) / "federated_state.json"
+        if state.is_file() and any(key.startswith("personal/") for key in json.loads(state.read_text())):
+            raise ValueError(f"--adapter {adapter}: its B factors are the clients' own (FedSA-LoRA); run {export} "
+                             "--personal mean (the global model) or --personal <client id>, and pass --adapter "
+                             "<folder>")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     if args.num_samples < 1:
