@@ -90,3 +90,28 @@ def test_smoke_reproduction_writes_table_and_plot(tmp_path: Path, tiny_model_dir
     stamps = [(d / "metrics.jsonl").stat().st_mtime_ns for d in run_dirs]
     reproduce_table.main(argv)
     assert [(d / "metrics.jsonl").stat().st_mtime_ns for d in run_dirs] == stamps
+
+
+def test_client_lora_ranks_take_only_the_methods_that_support_them() -> None:
+    args = reproduce_table.parse_args(["--methods", "fedavg,flora", "--client_lora_ranks", "2,4,8"])
+    assert args.method_list == ["fedavg", "flora"] and reproduce_table.run_name("flora", "2,4,8") == "flora-ranks-2-4-8"
+    with pytest.raises(SystemExit, match="--client_lora_ranks.*fedsa_lora"):
+        reproduce_table.parse_args(["--methods", "fedavg,fedsa_lora", "--client_lora_ranks", "2,4,8"])
+    assert reproduce_table.parse_args([]).method_list[-1] == "fedadam"  # the LoRA-aware ones only when asked
+
+
+@pytest.mark.slow
+def test_smoke_lora_table_with_mixed_ranks_reports_bytes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Mixed ranks: lower-rank clients send fewer bytes, so FLoRA's round uploads less than full-rank FedAvg's."""
+    common = ["--smoke", "--model_name_or_path", str(tiny_model_dir), "--tasks", "arithmetic", "--torch_threads", "1"]
+    full = reproduce_table.main([*common, "--output_dir", str(tmp_path / "full"), "--methods", "fedavg,ffa_lora"])
+    mixed = reproduce_table.main([*common, "--output_dir", str(tmp_path / "mixed"), "--methods", "fedavg,flora",
+                                  "--client_lora_ranks", "2,4,8"])
+    assert "| FFA-LoRA |" in full.read_text() and "client LoRA ranks 2,4,8" in mixed.read_text()
+    assert "Communication per round" in mixed.read_text()
+    runs = json.loads((tmp_path / "full" / "results.json").read_text())["results"]["arithmetic"]
+    ranked = json.loads((tmp_path / "mixed" / "results.json").read_text())["results"]["arithmetic"]
+    up = {m: r["bytes_per_round"]["uploaded"] for m, r in runs.items()}
+    assert up["ffa_lora"] < up["fedavg"]  # B only
+    assert ranked["fedavg"]["bytes_per_round"]["uploaded"] < up["fedavg"]  # the same sampled clients, lower ranks
+    assert (tmp_path / "mixed" / "runs" / "arithmetic" / "flora-ranks-2-4-8" / "metrics.jsonl").exists()

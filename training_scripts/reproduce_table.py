@@ -38,6 +38,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training_scripts.table_report import (  # noqa: E402
+    lora_b_norm,
+    per_round_bytes,
     plot_curves,
     render_markdown,
 )
@@ -47,6 +49,9 @@ Evaluator = Callable[[Any], dict[str, float]]  # federated_learning.round_loop.E
 logger = logging.getLogger("reproduce_table")
 
 FL_ALGORITHMS = ("fedavg", "fedprox", "scaffold", "fedavgm", "fedadagrad", "fedyogi", "fedadam")
+# Run when asked (--methods); with --client_lora_ranks only the methods that take lower-rank clients.
+LORA_ALGORITHMS = ("ffa_lora", "fedsa_lora", "flora", "flexlora", "fedex_lora", "rolora", "hetlora")
+RANKED = ("fedavg", "flora", "flexlora", "hetlora")
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny model and budget: check the pipeline quickly")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {', '.join(TASKS)}")
     parser.add_argument("--methods", default=None,
-                        help="comma-separated subset of local<K> and the FL algorithms (default: all)")
+                        help="comma-separated local<K>, FL algorithms and LoRA-aware ones (default: local<K> and "
+                             f"the classic {len(FL_ALGORITHMS)})")
+    parser.add_argument("--client_lora_ranks", default=None,
+                        help=f"e.g. 2,4,8 (the largest: --peft_lora_r 8): each client's LoRA rank, cycled over client "
+                             f"ids, for {', '.join(RANKED)}; runs are named <method>-ranks-2-4-8")
     parser.add_argument("--seed", type=int, default=2023)
     parser.add_argument("--torch_threads", type=int, default=0, help="0: one per available CPU")
     parser.add_argument("--fresh", action="store_true", help="retrain runs that already finished")
@@ -125,9 +134,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.budget = dataclasses.replace(SMOKE if args.smoke else FULL, **overrides)
     args.base_eval_cache = {}  # dataset name -> eval metrics of the untrained model
     args.task_list = [TASKS[name] for name in _names(args.tasks, TASKS, "--tasks")]
-    all_methods = [f"local{k}" for k in args.budget.local_clients] + list(FL_ALGORITHMS)
-    args.method_list = all_methods if args.methods is None else _names(args.methods, all_methods, "--methods")
+    default = [f"local{k}" for k in args.budget.local_clients] + list(FL_ALGORITHMS)
+    all_methods = default + list(LORA_ALGORITHMS)
+    args.method_list = default if args.methods is None else _names(args.methods, all_methods, "--methods")
+    if args.client_lora_ranks is not None:
+        args.method_list = _names(",".join(args.method_list), RANKED, "--methods with --client_lora_ranks")
     return args
+
+
+def run_name(method: str, ranks: str | None) -> str:
+    """The run folder of ``method`` (with client ranks: their own, so the two tables never share a run)."""
+    return method if ranks is None else f"{method}-ranks-{ranks.replace(',', '-')}"
 
 
 def _show(value: object) -> str:
@@ -143,10 +160,11 @@ def _names(text: str, valid: Sequence[str], flag: str) -> list[str]:
 
 
 def run_argv(
-    task: BundledTask, method: str, budget: Budget, model: str, runs_dir: Path, seed: int, threads: int
+    task: BundledTask, method: str, budget: Budget, model: str, runs_dir: Path, seed: int, threads: int,
+    ranks: str | None = None,
 ) -> list[str]:
     """The main_sft command line of one (task, method) run."""
-    return [
+    return [*(["--client_lora_ranks", ranks] if ranks else []),
         "--model_name_or_path", model, "--dataset_name", task.dataset, "--dataset_sample", str(budget.dataset_sample),
         "--split_strategy", "dirichlet", "--partition_column", task.partition_column,
         "--dirichlet_alpha", str(budget.dirichlet_alpha), "--num_clients", str(budget.num_clients),
@@ -157,7 +175,7 @@ def run_argv(
         "--fed_alg", method, "--seed", str(seed), "--torch_threads", str(threads),
         "--eval_samples", str(budget.eval_samples), "--eval_every", str(budget.eval_every),
         "--eval_batch_size", str(budget.eval_batch_size), "--save_model_freq", str(budget.num_rounds),
-        "--output_dir", str(runs_dir / task.name), "--run_name", method,
+        "--output_dir", str(runs_dir / task.name), "--run_name", run_name(method, ranks),
     ]
 
 
@@ -207,20 +225,12 @@ def shared_base_scores(cache: dict[str, dict[str, float]], dataset: str) -> Call
     return wrap
 
 
-def lora_b_norm(checkpoint: Path) -> float:
-    """Frobenius norm of all LoRA B matrices of a saved adapter, together."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(checkpoint / "adapter_model.safetensors"))
-    return float(sum(t.double().square().sum() for key, t in tensors.items() if "lora_B" in key) ** 0.5)
-
-
 def train_one(task: BundledTask, method: str, args: argparse.Namespace, model: str, runs_dir: Path) -> dict[str, Any]:
     """Train (or reuse) one run; return its final metrics, curves, client size and wall time."""
     from federated_learning.cli import parse_run
     from federated_learning.run import run
 
-    run_dir = runs_dir / task.name / method
+    run_dir = runs_dir / task.name / run_name(method, args.client_lora_ranks)
     records = read_metrics(run_dir)
     seconds = None
     if args.fresh or final_eval(records, args.budget.num_rounds) is None:
@@ -228,7 +238,8 @@ def train_one(task: BundledTask, method: str, args: argparse.Namespace, model: s
             shutil.rmtree(run_dir)  # an unfinished or stale run: start it over
         logger.info("=== %s / %s", task.name, method)
         start = time.perf_counter()
-        cfg = parse_run("sft", run_argv(task, method, args.budget, model, runs_dir, args.seed, args.torch_threads))
+        cfg = parse_run("sft", run_argv(task, method, args.budget, model, runs_dir, args.seed, args.torch_threads,
+                                        args.client_lora_ranks))
         run(cfg, wrap_evaluator=shared_base_scores(args.base_eval_cache, task.dataset))
         seconds = time.perf_counter() - start
         gc.collect()  # drop the previous run's model before the next one loads
@@ -242,6 +253,7 @@ def train_one(task: BundledTask, method: str, args: argparse.Namespace, model: s
     partition = json.loads((run_dir / "partition.json").read_text())
     return {
         "lora_b_norm": lora_b_norm(run_dir / f"checkpoint-{args.budget.num_rounds}"),
+        "bytes_per_round": {direction: per_round_bytes(records, direction) for direction in ("uploaded", "downloaded")},
         "final": final,
         "base": next((r for r in records if r["round"] == 0), None),
         "curves": {m: eval_curve(records, m) for m in task.metrics},
@@ -271,10 +283,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
     for task, method in plan:
         results.setdefault(task.name, {})[method] = train_one(task, method, args, model, runs_dir)
     total = time.perf_counter() - start
-    report = render_markdown(results, args.task_list, args.method_list, args.budget, model, args.seed, total)
+    report = render_markdown(results, args.task_list, args.method_list, args.budget, model, args.seed, total,
+                             args.client_lora_ranks)
     (out / "results.md").write_text(report)
     (out / "results.json").write_text(json.dumps(
-        {"budget": dataclasses.asdict(args.budget), "model": model, "seed": args.seed, "results": results}, indent=1))
+        {"budget": dataclasses.asdict(args.budget), "model": model, "seed": args.seed,
+         "client_lora_ranks": args.client_lora_ranks, "results": results}, indent=1))
     plot_curves(results, args.task_list, args.method_list, out / "accuracy_vs_round.png")
     logger.info("wrote %s, results.json and accuracy_vs_round.png\n%s", out / "results.md", report)
     return out / "results.md"

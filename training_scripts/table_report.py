@@ -15,9 +15,26 @@ if TYPE_CHECKING:
 
 DISPLAY_NAMES = {
     "fedavg": "FedAvg", "fedprox": "FedProx", "scaffold": "SCAFFOLD", "fedavgm": "FedAvgM",
-    "fedadagrad": "FedAdagrad", "fedyogi": "FedYogi", "fedadam": "FedAdam",
+    "fedadagrad": "FedAdagrad", "fedyogi": "FedYogi", "fedadam": "FedAdam", "ffa_lora": "FFA-LoRA",
+    "fedsa_lora": "FedSA-LoRA", "flora": "FLoRA", "flexlora": "FlexLoRA", "fedex_lora": "FedEx-LoRA",
+    "rolora": "RoLoRA", "hetlora": "HetLoRA",
 }
 METRIC_NAMES = {"eval_accuracy": "accuracy", "eval_macro_f1": "macro-F1", "eval_exact_match": "exact match"}
+
+
+def lora_b_norm(checkpoint: Path) -> float:
+    """Frobenius norm of all LoRA B matrices of a saved adapter, together."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(checkpoint / "adapter_model.safetensors"))
+    return float(sum(t.double().square().sum() for key, t in tensors.items() if "lora_B" in key) ** 0.5)
+
+
+def per_round_bytes(records: Sequence[dict[str, Any]], direction: str) -> float | None:
+    """Mean over rounds of the bytes the round's accepted clients ``direction`` ("uploaded"/"downloaded") together."""
+    totals = [sum(m.get(f"bytes_{direction}", 0.0) for m in r["client_metrics"].values())
+              for r in records if r.get("client_metrics")]
+    return sum(totals) / len(totals) if totals else None
 
 
 def _fmt(value: float | None, as_percent: bool = True) -> str:
@@ -57,7 +74,7 @@ def table_rows(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequence[Bu
 
 
 def render_markdown(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequence[BundledTask], methods: Sequence[str],
-                    budget: Budget, model: str, seed: int, total_seconds: float) -> str:
+                    budget: Budget, model: str, seed: int, total_seconds: float, ranks: str | None = None) -> str:
     """results.md: the setup, the table and the check of the paper's claim against local training."""
     header = ["Method"] + [f"{t.name} {METRIC_NAMES.get(m, m)}" for t in tasks for m in t.metrics]
     lines = [
@@ -69,7 +86,8 @@ def render_markdown(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequen
         f"local steps x batch {budget.batch_size} per participating client, learning rate {budget.learning_rate} "
         f"(cosine over rounds), FedOpt server step {budget.fedopt_eta}, FedAvgM/SCAFFOLD server step "
         f"{budget.server_lr}, seed {seed}. Scores in percent on {budget.eval_samples} rows of the held-out test "
-        "split (unseen templates, companies and operand pairs), greedy decoding.",
+        "split (unseen templates, companies and operand pairs), greedy decoding. LoRA rank 8"
+        + (f"; client LoRA ranks {ranks} (cycled over client ids)." if ranks else " for every client."),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -81,8 +99,25 @@ def render_markdown(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequen
               f"Total wall time of the runs trained now: {total_seconds / 60:.1f} min."]
     sizes = {t.name: next(iter(results[t.name].values()))["partition"]["sizes"] for t in tasks if results.get(t.name)}
     lines += ["", "Client sizes: " + "; ".join(f"{name} {s}" for name, s in sizes.items()) + "."]
-    lines += ["", *norm_table(results, tasks, methods)]
+    lines += ["", *norm_table(results, tasks, methods), "", *bytes_table(results, tasks, methods)]
     return "\n".join(lines) + "\n"
+
+
+def bytes_table(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequence[BundledTask],
+                methods: Sequence[str]) -> list[str]:
+    """What a round moves: the bytes its sampled clients uploaded and downloaded together (metrics.jsonl)."""
+    labels = [DISPLAY_NAMES.get(m, f"local {m[5:]}" if m.startswith("local") else m) for m in methods]
+    lines = ["Communication per round (MB uploaded / downloaded by the round's clients together, mean over rounds):",
+             "", "| MB | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
+    for task in tasks:
+        runs = results.get(task.name, {})
+        cells = []
+        for method in methods:
+            moved = runs.get(method, {}).get("bytes_per_round") or {}
+            up, down = moved.get("uploaded"), moved.get("downloaded")
+            cells.append("–" if up is None or down is None else f"{up / 1e6:.2f} / {down / 1e6:.2f}")
+        lines.append(f"| {task.name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def norm_table(results: dict[str, dict[str, dict[str, Any]]], tasks: Sequence[BundledTask],
