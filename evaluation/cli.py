@@ -129,6 +129,16 @@ def infer_template(adapters: list[str]) -> str:
     return found.pop() if found else "alpaca"
 
 
+def _keeps_personal_state(fed_alg: str) -> bool:
+    """Whether the clients of ``fed_alg`` (as a checkpoint names it) keep part of the adapter (FedSA-LoRA's B)."""
+    from federated_learning.aggregators._registry import aggregator_class
+
+    try:
+        return aggregator_class(fed_alg).client_class.keeps_personal_state()
+    except ValueError:  # an algorithm this installation does not have
+        return False
+
+
 def validate(args: EvalArguments, benchmarks: list[Benchmark]) -> None:
     """Check flags against what the chosen benchmarks need, before any model loads."""
     for adapter in args.adapter:
@@ -141,10 +151,11 @@ def validate(args: EvalArguments, benchmarks: list[Benchmark]) -> None:
                              f"(merged_delta.safetensors: FLoRA, FlexLoRA, FedEx-LoRA); run {export} and pass "
                              "--model_name_or_path <folder> without --adapter")
         state = Path(adapter) / "federated_state.json"
-        if state.is_file() and any(key.startswith("personal/") for key in json.loads(state.read_text())):
-            raise ValueError(f"--adapter {adapter}: its B factors are the clients' own (FedSA-LoRA); run {export} "
-                             "--personal mean (the global model) or --personal <client id>, and pass --adapter "
-                             "<folder>")
+        fed_alg = json.loads(state.read_text()).get("fed_alg") if state.is_file() else None
+        if isinstance(fed_alg, str) and _keeps_personal_state(fed_alg):
+            raise ValueError(f"--adapter {adapter}: part of its adapter is the clients' own (--fed_alg {fed_alg}); "
+                             f"run {export} --personal mean (the global model) or --personal <client id>, and "
+                             "pass --adapter <folder>")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     if args.num_samples < 1:

@@ -194,6 +194,10 @@ def build_round_loop(
         client_sizes=client_sizes if client_sizes is not None else {cid: len(rows) for cid, rows in enumerate(shards)},
     )
     if script.resume_from_checkpoint is not None:
+        if client_runner is not None and loop.client_algorithm.keeps_personal_state():
+            raise ValueError(f"--resume_from_checkpoint: --fed_alg {fed.fed_alg}'s clients keep part of the adapter on "
+                             "their SuperNodes, and a new Flower run starts them afresh; resume it in the simulation "
+                             "(main_*.py) or start the Flower run over")
         loop.restore(*load_checkpoint(script.resume_from_checkpoint))
         logger.info("resumed from %s after round %d", script.resume_from_checkpoint, loop.rounds_done)
     return loop

@@ -11,7 +11,8 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,7 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from federated_learning.aggregators._base import ClientAlgorithm, ClientHook
-from federated_learning.lora_ranks import slice_rank
+from federated_learning.lora_ranks import pad_rank, slice_rank
 from federated_learning.partition import ClientRows
 from federated_learning.sampling import derive_seed, sample_examples
 from federated_learning.state import get_state, load_start, set_state
@@ -153,6 +154,23 @@ class LocalTrainer:
         }
 
 
+@contextmanager
+def frozen(params: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Leave ``params`` untrained inside the block: out of the optimizer (``requires_grad`` off when it is built)
+    and with zero gradients, even where PEFT turns ``requires_grad`` back on (TRL's DPO reference pass
+    re-enables the adapter's layers), so gradient clipping never counts them."""
+    handles = []
+    for param in params:
+        handles.append(param.register_hook(torch.zeros_like))  # (a hook needs requires_grad when registered)
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param, handle in zip(params, handles, strict=True):
+            handle.remove()
+            param.requires_grad_(True)
+
+
 def train_client(
     local_trainer: LocalTrainer,
     trainable: Mapping[str, torch.Tensor],
@@ -181,17 +199,13 @@ def train_client(
     kept = algorithm.personal_keys(keys)
     if personal:
         set_state({key: trainable[key] for key in kept}, personal)
-    hooks = algorithm.hooks(payload, start, trainable, task.lora_rank)
+    # The hooks see the state the client really starts from: full-rank shapes, the other components zero.
+    anchor = {key: pad_rank(trainable[key], key, value) for key, value in start.items()}
+    hooks = algorithm.hooks(payload, anchor, trainable, task.lora_rank)
     cid, server_round = task.client_id, task.server_round
     rows = shard.select(sample_examples(len(shard), task.examples_per_round, task.seed, cid, server_round))
-    frozen = [trainable[key] for key in algorithm.frozen_keys(server_round, keys)]
-    for param in frozen:
-        param.requires_grad_(False)
-    try:
+    with frozen([trainable[key] for key in algorithm.frozen_keys(server_round, keys)]):
         metrics = local_trainer.train(cid, rows, task.learning_rate, derive_seed(task.seed, cid, server_round), hooks)
-    finally:
-        for param in frozen:
-            param.requires_grad_(True)
     extras: dict[str, StateDict] = {}
     for hook in hooks:
         extras.update(hook.extras())

@@ -59,8 +59,9 @@ def export_personal(checkpoint: Path, output: Path, which: str) -> Path:
 
     states, sizes = _personal(checkpoint)
     if not states:
-        raise ValueError(f"--personal: {checkpoint} holds no client's own weights (not a FedSA-LoRA run); "
-                         "its folder is a PEFT adapter as it is")
+        raise ValueError(f"--personal: {checkpoint} holds no client's own weights (not a FedSA-LoRA run of the "
+                         "simulation: on Flower each SuperNode keeps its client's B); its folder is the PEFT adapter "
+                         "the server has")
     if which == "mean":
         clients = sorted(states, key=int)
         kept = weighted_average([states[c] for c in clients], [sizes[c] for c in clients])

@@ -9,7 +9,8 @@ buffer M (out_features x in_features), added to the layer's output as s·x·Mᵀ
 whenever that adapter is the active one: not under ``disable_adapter()`` nor with the DPO ``ref`` adapter
 active, so a reference policy stays the base (or ``--ref_adapter``) model. Cost: one dense matmul
 per adapted layer and 4 bytes per base weight of those layers (SmolLM2-135M, q,v: 53 MB;
-Llama-2-7B, q,v: 4.3 GB).
+Llama-2-7B, q,v: 4.3 GB); under bf16 autocast each forward also casts M to bf16 (a transient copy of
+2 bytes per weight, kept for the backward pass while the layer's activations are).
 
 The buffers travel with the adapter under keys named like its own (``<layer>.merged_delta``
 beside ``<layer>.lora_A.weight``), and a checkpoint stores them in ``merged_delta.safetensors``.
@@ -71,9 +72,11 @@ def attach_merged_deltas(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     if buffers:
         return buffers
     for name, module in _lora_layers(model):
-        weight = module.get_base_layer().weight
-        if weight.dim() != 2:
-            raise ValueError(f"{name}: merging into the base needs a linear layer, not {type(module).__name__}")
+        base = module.get_base_layer()
+        if not isinstance(base, torch.nn.Linear):  # bitsandbytes' 8/4-bit layers are Linear subclasses
+            raise ValueError(f"{name}: merging into the base needs a linear layer (torch.nn.Linear or a bitsandbytes "
+                             f"one), not {type(base).__name__}; choose --peft_target_modules of linear layers")
+        weight = base.weight
         module.register_buffer(_BUFFER, torch.zeros(module.out_features, module.in_features, device=weight.device),
                                persistent=False)
         module.register_forward_hook(_add_delta)

@@ -33,7 +33,8 @@ class PersonalStates:
         return self.states.get(client_id)
 
     def keep(self, client_id: int, state: StateDict, num_examples: int) -> None:
-        """Store what ``client_id`` keeps after a round (nothing when the algorithm keeps nothing)."""
+        """Store what ``client_id`` keeps after a round whose update the server accepted (nothing when the
+        algorithm keeps nothing); ``num_examples`` weighs it in ``mean_view`` (1 under uniform weighting)."""
         if state:
             self.states[client_id] = state
             self.sizes[client_id] = num_examples
@@ -65,6 +66,8 @@ class PersonalStates:
                 raise ValueError(f"kept state of client {key!r}, not one of 0..{num_clients - 1}")
             if {k: tuple(t.shape) for k, t in state.items()} != dict(shapes):
                 raise ValueError(f"client {key}'s kept state does not fit this run's adapter")
+            if not all(bool(torch.isfinite(t).all()) for t in state.values()):
+                raise ValueError(f"client {key}'s kept state holds NaN or Inf")
             count = sizes[key]
             if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
                 raise ValueError(f"client {key}'s size {count!r} is not a positive whole number")

@@ -82,6 +82,7 @@ class RoundLoop:
     client_runner: ClientRunner | None = None  # None: train the clients in this process
     client_sizes: dict[int, int] | None = None  # examples each client holds, where the server knows it
     personal: PersonalStates = field(default_factory=PersonalStates)  # what clients trained here keep
+    _kept: dict[int, StateDict] = field(default_factory=dict, init=False, repr=False)  # until screened
 
     def __post_init__(self) -> None:
         if self.training_loss.size == 0:
@@ -177,9 +178,13 @@ class RoundLoop:
         runner = self.client_runner or self._train_in_process
         replies = runner(self.aggregator, tasks, starts)
         updates, client_metrics, rejected = self._screen(tasks, replies, starts)
+        if plan.client_weighting == "uniform":
+            updates = [dataclasses.replace(u, num_examples=1) for u in updates]
+        for update in updates:  # what a client keeps counts only when its update passed the check
+            if update.client_id in self._kept:
+                self.personal.keep(update.client_id, self._kept[update.client_id], update.num_examples)
+        self._kept.clear()
         if updates:
-            if plan.client_weighting == "uniform":
-                updates = [dataclasses.replace(u, num_examples=1) for u in updates]
             global_params = self.aggregator.aggregate(global_params, updates, server_round + 1)
         else:
             logger.warning("round %d: no usable client update; the global adapter is unchanged", server_round + 1)
@@ -246,7 +251,7 @@ class RoundLoop:
             cid = task.client_id
             update, kept = train_client(self.local_trainer, self.trainable, self.client_algorithm, task,
                                         self.shards[cid], start, aggregator.client_payload(cid), self.personal.get(cid))
-            self.personal.keep(cid, kept, update.num_examples)
+            self._kept[cid] = kept
             updates.append(update)
         return updates
 

@@ -86,6 +86,8 @@ def test_one_round_changes_the_model_by_the_exact_mean_product(
         assert {cid: int(u.params[next(k for k in u.params if "lora_A" in k)].shape[0])
                 for cid, u in sent.items()} == client_ranks(cfg)
     after = effective_weights(model)
+    for layer, weight in base_weights(model).items():  # M is part of the adapter: disabling it shows W0 again
+        torch.testing.assert_close(weight, w0[layer], rtol=0, atol=0)
     total = sum(sizes.values())
     for layer, weight in after.items():
         expected = torch.zeros_like(weight, dtype=torch.float64)
@@ -196,15 +198,15 @@ def test_flora_starts_a_fresh_seeded_lora_every_round() -> None:
 def test_hetlora_weighs_by_update_norm_pads_and_tracks_pruned_ranks() -> None:
     global_params = _state()
     aggregator = get_aggregator("hetlora", hetlora_min_rank=1)
-    small = ClientUpdate(0, slice_rank(_state(seed=1), 2), 100, {"lora_rank": 1})
+    small = ClientUpdate(0, slice_rank(_state(seed=1), 2), 100, {"lora_rank": 1})  # pruned to 1: its tail is ignored
     large = ClientUpdate(1, {k: 3 * v for k, v in _state(seed=2).items()}, 1, {"lora_rank": 7})  # 7 > its rank 4
     new = aggregator.aggregate(global_params, [small, large], 1)
     pairs = list(factor_pairs(list(global_params)).values())
-    norms = [math.sqrt(sum(float((u.params[b] @ u.params[a]).square().sum()) for a, b in pairs))
-             for u in (small, large)]
+    norms = [math.sqrt(sum(float((u[b] @ u[a]).square().sum()) for a, b in pairs))
+             for u in (slice_rank(small.params, 1), large.params)]
     p = [n / sum(norms) for n in norms]
     for key, value in global_params.items():
-        expected = p[0] * pad_rank(value, key, small.params[key]) + p[1] * large.params[key]
+        expected = p[0] * pad_rank(value, key, slice_rank(small.params, 1)[key]) + p[1] * large.params[key]
         torch.testing.assert_close(new[key], expected)
     assert aggregator.client_rank(0, 2) == 1 and aggregator.client_rank(1, 4) == 4  # 7 is not believed
     restored = get_aggregator("hetlora")
@@ -300,3 +302,59 @@ def test_hetlora_hook_adds_the_penalty_gradient_and_prunes_when_the_tail_shrinks
     hook.on_train_end(None, None, None)
     assert hook.metrics() == {"lora_rank": 2}
     assert all(not (p[2:] if "lora_A" in k else p[:, 2:]).any() for k, p in params.items())
+
+
+def test_frozen_factors_get_no_gradient_even_when_peft_turns_them_back_on(tiny_model_dir: Path) -> None:
+    """TRL's DPO reference pass ends in PEFT's set_adapter, which sets requires_grad on every LoRA weight again."""
+    from federated_learning.client import frozen
+    from federated_learning.state import trainable_parameters
+
+    model = peft_model_with_active_lora(tiny_model_dir)
+    params = trainable_parameters(model)
+    a_params = [p for k, p in params.items() if "lora_A" in k]
+    with frozen(a_params):
+        assert not any(p.requires_grad for p in a_params)
+        model.base_model.set_adapter("default")  # what the reference pass leaves behind
+        assert all(p.requires_grad for p in a_params)
+        model(input_ids=torch.tensor([[1, 5, 9, 13]]), labels=torch.tensor([[1, 5, 9, 13]])).loss.backward()
+        assert all(not p.grad.any() for p in a_params)
+        assert any(p.grad.any() for k, p in params.items() if "lora_B" in k)
+    assert all(p.requires_grad for p in a_params)
+
+
+def test_fedsa_keeps_only_what_accepted_clients_trained(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A client whose update the server rejects (here: NaN) keeps nothing the global model's evaluation would use."""
+    from datasets import Dataset
+
+    class Trainer:
+        def train(self, client_id: int, rows: Any, learning_rate: float, seed: int, hooks: Any) -> dict[str, float]:
+            with torch.no_grad():
+                for param in loop.trainable.values():
+                    param.add_(float("nan") if client_id == 1 else 0.5)
+            return {"train_loss": 1.0}
+
+    model = peft_model_with_active_lora(tiny_model_dir)
+    shards = [Dataset.from_dict({"x": list(range(8))}) for _ in range(3)]
+    cfg = _cfg("fedsa_lora", None)
+    loop = build_round_loop(cfg, model, Trainer(), shards, tmp_path, None)  # type: ignore[arg-type]
+    loop.run()
+    assert sorted(loop.personal.states) == [0, 2]
+    assert all(torch.isfinite(t).all() for state in loop.personal.states.values() for t in state.values())
+
+
+def test_fedsa_on_flower_is_not_resumed_and_its_checkpoints_are_not_evaluated_as_they_are(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    import json
+
+    from evaluation.cli import EvalArguments, validate
+
+    model = peft_model_with_active_lora(tiny_model_dir)
+    cfg = RunConfig("sft", ScriptArguments(seed=1, peft_lora_r=4, resume_from_checkpoint=str(tmp_path)),
+                    FedArguments(fed_alg="fedsa_lora", num_clients=3))
+    with pytest.raises(ValueError, match="keep part of the adapter on their SuperNodes"):
+        build_round_loop(cfg, model, None, [], tmp_path, None, client_runner=lambda *a: [])
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "federated_state.json").write_text(json.dumps({"rounds_done": 1, "fed_alg": "fedsa_lora"}))
+    with pytest.raises(ValueError, match="--personal mean"):
+        validate(EvalArguments(adapter=[str(tmp_path)]), [])

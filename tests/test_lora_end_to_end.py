@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 RANKS = ["--client_lora_ranks", "2,4,8"]  # --peft_lora_r 8 (the default)
 CASES = [
-    ("fedavg", RANKS), ("ffa_lora", []), ("fedsa_lora", []), ("flora", RANKS), ("flexlora", RANKS),
+    ("fedavg", RANKS), ("fedprox", [*RANKS, "--prox_mu", "0.5"]), ("ffa_lora", []), ("fedsa_lora", []),
+    ("flora", RANKS), ("flexlora", RANKS),
     ("fedex_lora", []), ("rolora", []), ("hetlora", [*RANKS, "--hetlora_gamma", "0.5"]),
 ]
 FILES = ("adapter_model.safetensors", "federated_state.safetensors", "federated_state.json", "merged_delta.safetensors")
@@ -44,9 +45,10 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], factor: str) -
     return all(torch.equal(a[k], b[k]) for k in a if factor in k)
 
 
-def _check_uploads(run_dir: Path, fed_alg: str, adapter: dict[str, torch.Tensor], ranks: dict[int, int]) -> None:
-    """bytes_uploaded of each client = its algorithm's sent keys at its rank (4 bytes per float32; HetLoRA's
-    ranks change as clients prune, so its uploads are checked by its own rule's test)."""
+def _check_uploads(run_dir: Path, fed_alg: str, adapter: dict[str, torch.Tensor], ranks: dict[int, int],
+                   merged: int) -> None:
+    """bytes_uploaded / bytes_downloaded of each client = its algorithm's sent keys / its start state at its rank
+    (4 bytes per float32; HetLoRA's ranks change as clients prune, so it is left out)."""
     client = aggregator_class(fed_alg).client_class
     for record in _records(run_dir)[1:]:
         sent = client.sent_keys(record["round"] - 1, adapter)
@@ -54,6 +56,10 @@ def _check_uploads(run_dir: Path, fed_alg: str, adapter: dict[str, torch.Tensor]
             rank = ranks.get(int(cid), 8)
             expected = sum(4 * (adapter[k].numel() // 8 * rank if "lora_" in k else adapter[k].numel()) for k in sent)
             assert metrics["bytes_uploaded"] == expected, (record["round"], cid)
+            # down: the whole adapter at its rank, and M where the clients train on top of it (dense, out x in)
+            down = sum(4 * t.numel() // 8 * rank for t in adapter.values()) + (merged if fed_alg in ("flora",
+                                                                                                  "fedex_lora") else 0)
+            assert metrics["bytes_downloaded"] == down, (record["round"], cid)
 
 
 @pytest.mark.parametrize(("fed_alg", "extra"), CASES, ids=[a + ("-ranks" if RANKS[0] in e else "") for a, e in CASES])
@@ -69,7 +75,8 @@ def test_two_sft_rounds_what_is_kept_and_exact_resume(
     assert merged.exists() == aggregator_class(fed_alg).merges_into_base
     ranks = {0: 2, 1: 4, 2: 8} if RANKS[0] in extra else {}
     if fed_alg != "hetlora":
-        _check_uploads(full, fed_alg, second, ranks)
+        merged_bytes = sum(4 * t.numel() for t in load_file(merged).values()) if merged.exists() else 0
+        _check_uploads(full, fed_alg, second, ranks, merged_bytes)
     if fed_alg == "ffa_lora":  # A never changes; B does
         assert _same(first, initial, "lora_A") and _same(second, initial, "lora_A")
         assert not _same(second, first, "lora_B")

@@ -74,6 +74,11 @@ class ClientAlgorithm:
         """The adapter keys each client keeps for itself from round to round, never sent (none by default)."""
         return []
 
+    @classmethod
+    def keeps_personal_state(cls) -> bool:
+        """Whether this algorithm's clients keep part of the adapter to themselves (``personal_keys`` overridden)."""
+        return cls.personal_keys is not ClientAlgorithm.personal_keys
+
     def hooks(
         self,
         payload: Mapping[str, StateDict],

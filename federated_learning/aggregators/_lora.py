@@ -15,10 +15,12 @@ from federated_learning.merged_delta import merged_key, split_state
 from federated_learning.types import ClientUpdate, StateDict
 
 
-def _fits(key: str, shape: torch.Size, global_shape: torch.Size) -> bool:
-    """Whether a client's ``key`` of ``shape`` is the global one or a LoRA factor of lower rank."""
+def _fits(key: str, shape: torch.Size, global_shape: torch.Size, lower_rank: bool) -> bool:
+    """Whether a client's ``key`` of ``shape`` is the global one or (``lower_rank``) a LoRA factor of lower rank."""
     if shape == global_shape:
         return True
+    if not lower_rank:
+        return False
     if is_a(key):
         return shape[1:] == global_shape[1:] and 1 <= shape[0] <= global_shape[0]
     if is_b(key):
@@ -27,12 +29,13 @@ def _fits(key: str, shape: torch.Size, global_shape: torch.Size) -> bool:
 
 
 def check_lora_updates(
-    global_params: Mapping[str, torch.Tensor], updates: Sequence[ClientUpdate], keys: Iterable[str]
+    global_params: Mapping[str, torch.Tensor], updates: Sequence[ClientUpdate], keys: Iterable[str],
+    lower_rank: bool = False,
 ) -> None:
     """``check_updates`` for the LoRA-aware rules: every update carries exactly ``keys`` (what the algorithm's
-    clients send, ``ClientAlgorithm.sent_keys``), each shaped like the global one or a factor of lower rank
-    (its A and B of one rank), a positive example count, once per client. A ValueError says which client
-    breaks it."""
+    clients send, ``ClientAlgorithm.sent_keys``), each shaped like the global one or, with ``lower_rank`` (the
+    algorithm's ``supports_client_ranks``), a factor of lower rank (its A and B of one rank), a positive
+    example count, once per client. A ValueError says which client breaks it."""
     if not updates:
         raise ValueError("cannot aggregate a round without client updates")
     keys = set(keys)
@@ -47,7 +50,7 @@ def check_lora_updates(
             example = missing[0] if missing else unknown[0]
             raise ValueError(f"client {cid}'s update has other keys than the algorithm's clients send, e.g. {example}")
         for key, tensor in update.params.items():
-            if not _fits(key, tensor.shape, global_params[key].shape):
+            if not _fits(key, tensor.shape, global_params[key].shape, lower_rank):
                 raise ValueError(f"client {cid}'s {key} has shape {tuple(tensor.shape)}, the global adapter "
                                  f"{tuple(global_params[key].shape)}")
         for a_key, b_key in factor_pairs(list(keys)).values():

@@ -32,6 +32,7 @@ class FedAvg(Aggregator):
         self, global_params: StateDict, updates: Sequence[ClientUpdate], server_round: int
     ) -> StateDict:
         """Return the global state with every key the clients sent replaced by their mean weighted by examples."""
-        check_lora_updates(global_params, updates, sent_keys(self, global_params, server_round))
+        check_lora_updates(global_params, updates, sent_keys(self, global_params, server_round),
+                           self.supports_client_ranks)
         mean = weighted_average([padded(global_params, u.params) for u in updates], [u.num_examples for u in updates])
         return {key: mean[key] if key in mean else x.clone() for key, x in global_params.items()}

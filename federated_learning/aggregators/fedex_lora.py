@@ -45,7 +45,7 @@ class FedExLoRA(Aggregator):
     def aggregate(self, global_params: StateDict, updates: Sequence[ClientUpdate], server_round: int) -> StateDict:
         """The averaged factors, and M plus the residual Σ_k p_k B_k A_k − B̄·Ā."""
         adapter, merged = merged_or_zero(global_params)
-        check_lora_updates(adapter, updates, sent_keys(self, adapter, server_round))
+        check_lora_updates(adapter, updates, sent_keys(self, adapter, server_round), self.supports_client_ranks)
         weights = example_weights(updates)
         mean = weighted_average([u.params for u in updates], weights)
         products = weighted_products(adapter, updates, weights)

@@ -49,26 +49,26 @@ class FlexLoRA(Aggregator):
     supports_client_ranks = True
 
     def __init__(self) -> None:
-        """No hyperparameters; caches one SVD per layer per round."""
-        self._svd: tuple[int, StateDict] | None = None
+        """No hyperparameters; caches the SVD factors of the latest global state."""
+        self._svd: tuple[StateDict, StateDict] | None = None
 
     def client_start(self, client_id: int, server_round: int, global_params: StateDict) -> StateDict:
         """The SVD factors of ΔW at the global rank (the round loop truncates them to the client's), no M."""
         adapter, merged = split_state(global_params)
         if not any(bool(m.any()) for m in merged.values()):
             return adapter
-        if self._svd is None or self._svd[0] != server_round:
+        if self._svd is None or self._svd[0] is not global_params:  # the round loop passes one state to every client
             factors: StateDict = {}
             for a_key, b_key in factor_pairs(list(adapter)).values():
                 b, a = svd_factors(merged[merged_key(a_key)], adapter[a_key].shape[0])
                 factors[a_key], factors[b_key] = a.to(adapter[a_key].dtype), b.to(adapter[b_key].dtype)
-            self._svd = (server_round, factors)
+            self._svd = (global_params, factors)
         return {**adapter, **self._svd[1]}
 
     def aggregate(self, global_params: StateDict, updates: Sequence[ClientUpdate], server_round: int) -> StateDict:
         """ΔW = Σ_k p_k B_k A_k as M; the global adapter's A as it is, its B zero."""
         adapter, merged = merged_or_zero(global_params)
-        check_lora_updates(adapter, updates, sent_keys(self, adapter, server_round))
+        check_lora_updates(adapter, updates, sent_keys(self, adapter, server_round), self.supports_client_ranks)
         products = weighted_products(adapter, updates, example_weights(updates))
         zero_b = {key: torch.zeros_like(t) if is_b(key) else t.clone() for key, t in adapter.items()}
         return {**zero_b, **{key: products[key].to(merged[key].dtype) for key in merged}}

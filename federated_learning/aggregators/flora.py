@@ -70,7 +70,7 @@ class FLoRA(Aggregator):
     def aggregate(self, global_params: StateDict, updates: Sequence[ClientUpdate], server_round: int) -> StateDict:
         """M + Σ_k p_k B_k A_k, and a fresh LoRA."""
         adapter, merged = merged_or_zero(global_params)
-        check_lora_updates(adapter, updates, sent_keys(self, adapter, server_round))
+        check_lora_updates(adapter, updates, sent_keys(self, adapter, server_round), self.supports_client_ranks)
         products = weighted_products(adapter, updates, example_weights(updates))
         new_merged = {key: (merged[key].float() + products[key]).to(merged[key].dtype) for key in merged}
         return {**fresh_lora(adapter, self.seed, server_round), **new_merged}

@@ -11,6 +11,10 @@ weights: p_k = ‖B_k A_k‖_F / Σ_j ‖B_j A_j‖_F, the norm over the client'
 layers). Update: A <- Σ_k p_k pad(A_k), B <- Σ_k p_k pad(B_k). The next round sends each client
 the result truncated to its (possibly pruned) rank.
 
+The penalty's gradient is added to the step's gradient after clipping (``ClientHook.on_pre_optimizer_step``),
+and "shrank" compares the norm product at the end of the round with its value at the start of the
+round (the client's start state); the server counts an update only up to the rank its client reports.
+
 Flags: ``--client_lora_ranks`` (initial ranks; without it every client starts at r),
 ``--hetlora_gamma`` γ, ``--hetlora_lambda`` λ, ``--hetlora_min_rank``. The server keeps each
 client's current rank (checkpointed); a client's reported rank is taken only if it is a whole
@@ -33,7 +37,7 @@ from federated_learning.aggregators._base import Aggregator, ClientAlgorithm, Cl
 from federated_learning.aggregators._hyperparameters import check_hyperparameters
 from federated_learning.aggregators._lora import check_lora_updates, padded, sent_keys
 from federated_learning.aggregators._registry import register
-from federated_learning.lora_ranks import factor_pairs, product
+from federated_learning.lora_ranks import factor_pairs, product, slice_rank
 from federated_learning.state import weighted_average
 from federated_learning.types import ClientUpdate, StateDict
 
@@ -130,19 +134,23 @@ class HetLoRA(Aggregator):
     @torch.no_grad()
     def aggregate(self, global_params: StateDict, updates: Sequence[ClientUpdate], server_round: int) -> StateDict:
         """Σ_k p_k pad(A_k), Σ_k p_k pad(B_k) with p_k ∝ ‖B_k A_k‖_F; record each client's kept rank."""
-        check_lora_updates(global_params, updates, sent_keys(self, global_params, server_round))
+        check_lora_updates(global_params, updates, sent_keys(self, global_params, server_round),
+                           self.supports_client_ranks)
         pairs = list(factor_pairs(list(global_params)).values())
-        norms = []
+        norms, kept = [], []
         for update in updates:
-            squares = sum(float(product(update.params, a, b).square().sum()) for a, b in pairs)
-            norms.append(math.sqrt(squares))
             trained = int(update.params[pairs[0][0]].shape[0])
             reported = update.metrics.get(RANK_METRIC)
+            rank = trained
             if (isinstance(reported, Integral | float) and not isinstance(reported, bool)
                     and float(reported).is_integer() and self.min_rank <= reported <= trained):
-                self.ranks[update.client_id] = int(reported)
+                rank = int(reported)
+                self.ranks[update.client_id] = rank
+            params = slice_rank(update.params, rank)  # what a client pruned away does not count, whatever it sent
+            kept.append(params)
+            norms.append(math.sqrt(sum(float(product(params, a, b).square().sum()) for a, b in pairs)))
         weights = norms if sum(norms) > 0 else [1.0] * len(updates)
-        mean = weighted_average([padded(global_params, u.params) for u in updates], weights)
+        mean = weighted_average([padded(global_params, params) for params in kept], weights)
         return {key: mean[key] if key in mean else x.clone() for key, x in global_params.items()}
 
     def state_dict(self) -> dict[str, Any]:
