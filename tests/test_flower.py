@@ -237,11 +237,15 @@ def _records(run_dir: Path) -> list[dict[str, object]]:
 
 
 class LoopbackGrid:
-    """A Grid whose SuperNodes are the real ClientApp called in-process (no transport, no processes)."""
+    """A Grid whose SuperNodes are the real ClientApp called in-process (no transport, no processes).
+
+    Each node keeps its own state across messages, as a SuperNode keeps ``Context.state`` for a run.
+    """
 
     def __init__(self, node_configs: dict[int, dict[str, object]], run_config: dict[str, object]) -> None:
         self.node_configs = node_configs
         self.run_config = run_config
+        self.states = {node: RecordDict() for node in node_configs}
 
     def get_node_ids(self) -> list[int]:
         return list(self.node_configs)
@@ -252,7 +256,7 @@ class LoopbackGrid:
         replies = []
         for message in messages:
             node = message.metadata.dst_node_id
-            context = Context(run_id=1, node_id=node, node_config=self.node_configs[node], state=RecordDict(),
+            context = Context(run_id=1, node_id=node, node_config=self.node_configs[node], state=self.states[node],
                               run_config=self.run_config)
             replies.append(app(message, context))
         return replies
@@ -313,6 +317,38 @@ def test_server_and_client_apps_equal_the_simulation(
         assert uploads(flower) == uploads(simulated)
         assert len({b for u in uploads(flower) for b in u.values()}) > 1
 
+
+
+def test_fedsa_clients_keep_their_b_on_their_nodes(tmp_path: Path, tiny_model_dir: Path, server_identity: None) -> None:
+    """Each SuperNode keeps its client's B in its node state; the averaged A and every B equal the simulation's."""
+    from flower_app.records import PERSONAL
+    from flower_app.records import get_state as record_state
+    from flower_app.server_app import main as server_main
+
+    flags = [
+        "--model_name_or_path", str(tiny_model_dir), "--dataset_name", "bundled/fin_sentiment", "--dataset_sample",
+        "30", "--fed_alg", "fedsa_lora", "--num_clients", "3", "--sample_clients", "2", "--num_rounds", "3",
+        "--max_steps", "2", "--batch_size", "2", "--seq_length", "192", "--torch_threads", "1", "--run_name", "run",
+        "--eval_samples", "0",
+    ]
+    run_config = {"args": shlex.join([*flags, "--output_dir", str(tmp_path / "flower")]), "config": "",
+                  "node-timeout": 5, "round-timeout": 0}
+    nodes = {100 + i: {"partition-id": i, "num-partitions": 3} for i in range(3)}
+    grid = LoopbackGrid(nodes, run_config)
+    server_main(grid, Context(0, 0, {}, RecordDict(), run_config))  # type: ignore[arg-type]
+    simulated = main_sft.main([*flags, "--output_dir", str(tmp_path / "simulation")])
+    got = load_file(tmp_path / "flower" / "run" / "checkpoint-3" / "adapter_model.safetensors")
+    want = load_file(simulated / "checkpoint-3" / "adapter_model.safetensors")
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-7)
+    kept = load_file(simulated / "checkpoint-3" / "federated_state.safetensors")
+    trained = {k.split("/")[2] for k in kept if k.startswith("personal/states/")}
+    assert trained  # over 3 rounds of 2 of 3 clients, some client trains again from its own B
+    for cid in trained:
+        state = grid.states[100 + int(cid)]
+        assert PERSONAL in state.array_records
+        for key, value in record_state(state, PERSONAL).items():
+            torch.testing.assert_close(value, kept[f"personal/states/{cid}/{key}"], rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("ref_adapter", [False, True])
