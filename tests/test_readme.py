@@ -69,3 +69,15 @@ def test_shipped_script_flags_parse(tmp_path: Path, script: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["vicgalle/alpaca-gpt4", "20", "True"]
+
+
+def test_every_algorithm_the_readme_runs_is_registered() -> None:
+    """The README's commands name only registered --fed_alg values (or local<K>), and the loops name them all."""
+    from federated_learning import available_aggregators
+
+    looped = [name for group in re.findall(r"for alg in ([a-z_ ]+); do", README) for name in group.split()]
+    flagged = re.findall(r"--fed_alg ([a-z][a-z_0-9<>K]*)", README)
+    valid = set(available_aggregators())
+    assert looped and flagged
+    assert [n for n in looped + flagged if n not in valid and not re.fullmatch(r"local(\d+|<K>)", n)] == []
+    assert set(looped) == valid
