@@ -358,3 +358,32 @@ def test_fedsa_on_flower_is_not_resumed_and_its_checkpoints_are_not_evaluated_as
     (tmp_path / "federated_state.json").write_text(json.dumps({"rounds_done": 1, "fed_alg": "fedsa_lora"}))
     with pytest.raises(ValueError, match="--personal mean"):
         validate(EvalArguments(adapter=[str(tmp_path)]), [])
+
+
+def test_dpo_reference_never_sees_the_merged_delta(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The reference policy (TRL's use_adapter: the base, or the ``ref`` adapter) computes without M; the policy with."""
+    from federated_learning.merged_delta import attach_merged_deltas
+    from utils.model import attach_reference_adapter, reference_policy
+
+    model = peft_model_with_active_lora(tiny_model_dir)
+    ids = torch.tensor([[1, 5, 9, 13, 2]])
+    model.eval()
+    with torch.no_grad():
+        with model.disable_adapter():
+            base = model(ids).logits
+        policy = model(ids).logits
+        model.save_pretrained(tmp_path / "ref")  # a reference adapter: the policy's LoRA without M
+        for buffer in attach_merged_deltas(model).values():
+            buffer.normal_(0, 0.05)
+        with_m = model(ids).logits
+        with reference_policy(model):
+            reference = model(ids).logits
+        attach_reference_adapter(model, tmp_path / "ref")
+        model.eval()
+        with reference_policy(model):
+            ref_adapter = model(ids).logits
+        after = model(ids).logits
+    assert not torch.allclose(with_m, policy)  # M changes the policy
+    torch.testing.assert_close(reference, base)
+    torch.testing.assert_close(ref_adapter, policy)
+    torch.testing.assert_close(after, with_m)  # back to the trained adapter, with M
