@@ -165,3 +165,18 @@ def test_export_writes_models_that_load_alone(tmp_path: Path, tiny_model_dir: Pa
     assert own_b and all(torch.equal(written[k], v) for k, v in own_b.items())
     assert not all(torch.equal(load_file(mean / "adapter_model.safetensors")[k], v) for k, v in own_b.items())
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), own)  # loads as is
+
+
+def test_hetlora_clients_prune_their_rank_and_send_less(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """With a strong penalty, clients give up components round after round; the server keeps their ranks."""
+    run_dir = _run(tmp_path, tiny_model_dir, "het", "--fed_alg", "hetlora", "--client_lora_ranks", "2,4,8",
+                   "--hetlora_gamma", "0.5", "--hetlora_lambda", "5", "--num_rounds", "4", "--sample_clients", "3")
+    rounds = _records(run_dir)[1:]
+    reported = [{int(c): m["lora_rank"] for c, m in r["client_metrics"].items()} for r in rounds]
+    assert reported[0] == {0: 2, 1: 4, 2: 8}  # round 1 starts with B = 0: the tail cannot shrink yet
+    assert all(reported[i + 1][c] <= reported[i][c] for i in range(3) for c in range(3))
+    assert sum(reported[-1].values()) < sum(reported[0].values())
+    uploads = [sum(m["bytes_uploaded"] for m in r["client_metrics"].values()) for r in rounds]
+    assert uploads[-1] < uploads[0]
+    saved = json.loads((run_dir / "checkpoint-4" / "federated_state.json").read_text())
+    assert {c: saved[f"aggregator/ranks/{c}"] for c in range(3)} == reported[-1]  # every client trained last round
