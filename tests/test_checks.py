@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from federated_learning.checks import OPTIMIZERS, SCHEDULERS, validate_flags
+from federated_learning.checks import CLIENT_RANK_ALGORITHMS, OPTIMIZERS, SCHEDULERS, validate_flags
 from federated_learning.cli import parse_run
 from utils.flags import FlagError
 
@@ -22,6 +22,12 @@ def test_the_listed_optimizers_and_schedulers_are_transformers_own() -> None:
 
     assert sorted(OPTIMIZERS) == sorted(name.value for name in OptimizerNames)
     assert sorted(SCHEDULERS) == sorted(name.value for name in SchedulerType)
+
+
+def test_the_listed_rank_algorithms_are_the_classes_that_support_ranks() -> None:
+    from federated_learning.aggregators._registry import supporting_client_ranks
+
+    assert list(CLIENT_RANK_ALGORITHMS) == supporting_client_ranks()
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -45,6 +51,9 @@ def test_the_listed_optimizers_and_schedulers_are_transformers_own() -> None:
     (["--fed_alg", "local03"], "--fed_alg 'local03' is unknown"),
     (["--fed_alg", "local5", "--num_clients", "5", "--sample_clients", "2"],
      "--fed_alg local5: client 5 does not exist with --num_clients 5; use local0 .. local4"),
+    (["--fed_alg", "scaffold", "--client_lora_ranks", "2,4,8"],
+     "--client_lora_ranks: --fed_alg scaffold trains every client at the global rank; use one of fedavg, fedprox"),
+    (["--client_lora_ranks", "2,4"], "--client_lora_ranks 2,4: the largest rank (4) must be the global adapter's"),
 ])
 def test_bad_values_name_the_flag(tmp_path: Path, args: list[str], message: str) -> None:
     with pytest.raises(ValueError) as err:

@@ -361,7 +361,7 @@ def test_fedsa_on_flower_is_not_resumed_and_its_checkpoints_are_not_evaluated_as
 
 
 def test_dpo_reference_never_sees_the_merged_delta(tmp_path: Path, tiny_model_dir: Path) -> None:
-    """The reference policy (TRL's use_adapter: the base, or the ``ref`` adapter) computes without M; the policy with."""
+    """The reference policy (the base, or the ``ref`` adapter) computes without M; the policy with it."""
     from federated_learning.merged_delta import attach_merged_deltas
     from utils.model import attach_reference_adapter, reference_policy
 
