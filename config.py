@@ -157,7 +157,8 @@ class FedArguments:
     client_lora_ranks: str | None = field(
         default=None,
         metadata={"help": "each client's LoRA rank: a comma list cycled over client ids (4,8,16) or a JSON file "
-                          "{client id: rank}; the largest must be --peft_lora_r (fedavg, flora, flexlora, hetlora)"},
+                          "{client id: rank}; the largest must be --peft_lora_r (fedavg, fedprox, flora, flexlora, "
+                          "hetlora)"},
     )
     hetlora_gamma: float = field(
         default=0.99, metadata={"help": "HetLoRA rank decay: a client prunes its rank r to floor(gamma r)"}

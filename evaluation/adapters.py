@@ -56,8 +56,14 @@ def check_adapter(adapter: str) -> None:
                          f"(merged_delta.safetensors: FLoRA, FlexLoRA, FedEx-LoRA); run {export} and pass "
                          "--model_name_or_path <folder> without --adapter")
     state = Path(adapter) / "federated_state.json"
-    fed_alg = json.loads(state.read_text()).get("fed_alg") if state.is_file() else None
-    if isinstance(fed_alg, str) and _keeps_personal_state(fed_alg):
+    values = json.loads(state.read_text()) if state.is_file() else {}
+    fed_alg = values.get("fed_alg")
+    kept = any(str(key).startswith("personal/") for key in values)
+    if kept or (isinstance(fed_alg, str) and _keeps_personal_state(fed_alg)):
+        if not kept:
+            raise ValueError(f"--adapter {adapter}: part of its adapter is the clients' own (--fed_alg {fed_alg}), "
+                             "and this checkpoint holds none (a Flower run's SuperNodes keep them): its adapter "
+                             "file is the shared part with the initial rest (with LoRA's zero B: the base model)")
         raise ValueError(f"--adapter {adapter}: part of its adapter is the clients' own (--fed_alg {fed_alg}); "
                          f"run {export} --personal mean (the global model) or --personal <client id>, and "
                          "pass --adapter <folder>")

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from config import CLIENT_WEIGHTINGS, SPLIT_STRATEGIES, TORCH_DTYPES, RunConfig
-from federated_learning.aggregators import available_aggregators, resolve_fed_alg
+from federated_learning.aggregators import resolve_fed_alg
 from federated_learning.aggregators._hyperparameters import RULES, check_hyperparameters
 from federated_learning.aggregators._registry import aggregator_class
 
@@ -28,8 +28,9 @@ OPTIMIZERS = (
     "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise",
     "stable_adamw",
 )
-# The built-in --fed_alg names whose aggregation takes clients of lower rank (supports_client_ranks): importing the
-# algorithm classes means importing torch and PEFT (~6 s here); tests/test_checks.py keeps this equal to the classes.
+# The built-in --fed_alg names whose aggregation takes clients of lower rank (supports_client_ranks), so that they
+# pass without importing the algorithm classes (torch and PEFT: ~6 s here); any other name is asked, which only a
+# refusal pays for. tests/test_checks.py keeps this equal to the classes.
 CLIENT_RANK_ALGORITHMS = ("fedavg", "fedprox", "flexlora", "flora", "hetlora")
 SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
@@ -125,8 +126,7 @@ def validate_flags(cfg: RunConfig) -> None:
     if fed.client_lora_ranks is not None:
         client_ranks(cfg)
         name = resolve_fed_alg(fed.fed_alg).name
-        built_in = name in available_aggregators(registered=False)
-        if not (name in CLIENT_RANK_ALGORITHMS if built_in else aggregator_class(name).supports_client_ranks):
+        if name not in CLIENT_RANK_ALGORITHMS and not aggregator_class(name, fed.fedopt_variant).supports_client_ranks:
             raise ValueError(f"--client_lora_ranks: --fed_alg {fed.fed_alg} trains every client at the global rank; "
                              f"use one of {', '.join(CLIENT_RANK_ALGORITHMS)}, or drop the flag")
     _check_writable(script.output_dir)

@@ -159,15 +159,17 @@ def frozen(params: Sequence[torch.Tensor]) -> Iterator[None]:
     """Leave ``params`` untrained inside the block: out of the optimizer (``requires_grad`` off when it is built)
     and with zero gradients, even where PEFT turns ``requires_grad`` back on (TRL's DPO reference pass
     re-enables the adapter's layers), so gradient clipping never counts them."""
+    unique = list({id(param): param for param in params if param.requires_grad}.values())
     handles = []
-    for param in params:
-        handles.append(param.register_hook(torch.zeros_like))  # (a hook needs requires_grad when registered)
-        param.requires_grad_(False)
     try:
+        for param in unique:
+            handles.append(param.register_hook(torch.zeros_like))  # (a hook needs requires_grad when registered)
+            param.requires_grad_(False)
         yield
     finally:
-        for param, handle in zip(params, handles, strict=True):
+        for handle in handles:
             handle.remove()
+        for param in unique:
             param.requires_grad_(True)
 
 

@@ -96,8 +96,9 @@ class RoundLoop:
             "training_loss": torch.from_numpy(self.training_loss.copy()),
             "fed_alg": self.plan.fed_alg,
         }
-        personal = self.personal.state_dict()
-        return {**state, "personal": personal} if personal else state
+        # What clients keep is here only when they train in this process (a Flower run's stays on its SuperNodes).
+        keeps = self.client_runner is None and self.client_algorithm.keeps_personal_state()
+        return {**state, "personal": self.personal.state_dict()} if keeps else state
 
     def restore(self, rounds_done: int, global_params: StateDict, server_state: dict[str, Any]) -> None:
         """Continue from a checkpoint written by ``save_checkpoint``; a ValueError says what does not fit."""
@@ -128,6 +129,9 @@ class RoundLoop:
         try:
             self.aggregator.load_state_dict(server_state.get("aggregator", {}))
             kept = self.client_algorithm.personal_keys(list(shapes))
+            if kept and rounds_done and "personal" not in server_state:
+                raise ValueError("it holds no client's kept state (a Flower run's clients keep theirs on their "
+                                 "SuperNodes), so every client would restart")
             self.personal.load_state_dict(server_state.get("personal", {}), {k: shapes[k] for k in kept},
                                           self.plan.num_clients)
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
@@ -180,9 +184,10 @@ class RoundLoop:
         updates, client_metrics, rejected = self._screen(tasks, replies, starts)
         if plan.client_weighting == "uniform":
             updates = [dataclasses.replace(u, num_examples=1) for u in updates]
-        for update in updates:  # what a client keeps counts only when its update passed the check
-            if update.client_id in self._kept:
-                self.personal.keep(update.client_id, self._kept[update.client_id], update.num_examples)
+        for update in updates:  # what a client keeps counts only when its update passed the check, and is finite
+            kept = self._kept.get(update.client_id)
+            if kept and all(bool(torch.isfinite(t).all()) for t in kept.values()):
+                self.personal.keep(update.client_id, kept, update.num_examples)
         self._kept.clear()
         if updates:
             global_params = self.aggregator.aggregate(global_params, updates, server_round + 1)

@@ -44,6 +44,6 @@ def train(message: Message, context: Context) -> Message:
     update, kept = train_client(
         worker.local_trainer, worker.trainable, worker.algorithm, task, worker.shard, start, payload, personal
     )
-    if kept:
-        put_state(context.state, PERSONAL, kept)
+    if kept and all(bool(t.isfinite().all()) for t in kept.values()):
+        put_state(context.state, PERSONAL, kept)  # (the node cannot know whether the server accepts its update)
     return Message(update_content(update), reply_to=message)

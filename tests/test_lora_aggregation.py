@@ -6,6 +6,7 @@ matrix (eval mode, no dropout) is W_effᵀ, with the base, the adapter and any m
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -320,17 +321,21 @@ def test_frozen_factors_get_no_gradient_even_when_peft_turns_them_back_on(tiny_m
         assert all(not p.grad.any() for p in a_params)
         assert any(p.grad.any() for k, p in params.items() if "lora_B" in k)
     assert all(p.requires_grad for p in a_params)
+    with frozen([a_params[0], a_params[0]]):  # twice: one hook
+        assert not a_params[0].requires_grad
+    assert a_params[0].requires_grad and not a_params[0]._backward_hooks
 
 
 def test_fedsa_keeps_only_what_accepted_clients_trained(tmp_path: Path, tiny_model_dir: Path) -> None:
     """A client whose update the server rejects (here: NaN) keeps nothing the global model's evaluation would use."""
     from datasets import Dataset
 
-    class Trainer:
+    class Trainer:  # client 1 diverges everywhere (rejected), client 2 only in the B it keeps (sent A is fine)
         def train(self, client_id: int, rows: Any, learning_rate: float, seed: int, hooks: Any) -> dict[str, float]:
             with torch.no_grad():
-                for param in loop.trainable.values():
-                    param.add_(float("nan") if client_id == 1 else 0.5)
+                for key, param in loop.trainable.items():
+                    broken = client_id == 1 or (client_id == 2 and "lora_B" in key)
+                    param.add_(float("nan") if broken else 0.5)
             return {"train_loss": 1.0}
 
     model = peft_model_with_active_lora(tiny_model_dir)
@@ -338,7 +343,7 @@ def test_fedsa_keeps_only_what_accepted_clients_trained(tmp_path: Path, tiny_mod
     cfg = _cfg("fedsa_lora", None)
     loop = build_round_loop(cfg, model, Trainer(), shards, tmp_path, None)  # type: ignore[arg-type]
     loop.run()
-    assert sorted(loop.personal.states) == [0, 2]
+    assert sorted(loop.personal.states) == [0]
     assert all(torch.isfinite(t).all() for state in loop.personal.states.values() for t in state.values())
 
 
@@ -354,8 +359,21 @@ def test_fedsa_on_flower_is_not_resumed_and_its_checkpoints_are_not_evaluated_as
                     FedArguments(fed_alg="fedsa_lora", num_clients=3))
     with pytest.raises(ValueError, match="keep part of the adapter on their SuperNodes"):
         build_round_loop(cfg, model, None, [], tmp_path, None, client_runner=lambda *a: [])
+    # A Flower run's checkpoint (no kept states) is refused by the simulation too: its clients would restart.
+    flower = build_round_loop(dataclasses.replace(cfg, script=ScriptArguments(seed=1, peft_lora_r=4)), model, None,
+                              [], tmp_path / "f", None, client_runner=lambda *a: [])
+    server_state = flower.server_state()
+    assert "personal" not in server_state
+    simulation = build_round_loop(dataclasses.replace(cfg, script=ScriptArguments(seed=1, peft_lora_r=4)), model,
+                                  None, [], tmp_path / "s", None)
+    with pytest.raises(ValueError, match="holds no client's kept state"):
+        simulation.restore(1, get_state(simulation.trainable), server_state)
     (tmp_path / "adapter_config.json").write_text("{}")
     (tmp_path / "federated_state.json").write_text(json.dumps({"rounds_done": 1, "fed_alg": "fedsa_lora"}))
+    with pytest.raises(ValueError, match="this checkpoint holds none .a Flower run's SuperNodes keep them"):
+        validate(EvalArguments(adapter=[str(tmp_path)]), [])
+    (tmp_path / "federated_state.json").write_text(json.dumps({"rounds_done": 1, "fed_alg": "fedsa_lora",
+                                                               "personal/sizes/0": 5}))
     with pytest.raises(ValueError, match="--personal mean"):
         validate(EvalArguments(adapter=[str(tmp_path)]), [])
 

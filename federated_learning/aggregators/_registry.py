@@ -41,12 +41,12 @@ def register(cls: type[Aggregator]) -> type[Aggregator]:
     return cls
 
 
-def available_aggregators(registered: bool = True) -> list[str]:
-    """The ``--fed_alg`` names, sorted: one module each in this package (read without importing them), and
-    (``registered``) any algorithm registered from elsewhere (a researcher's own file, imported before the run)."""
+def available_aggregators() -> list[str]:
+    """The ``--fed_alg`` names, sorted: one module each in this package (read without importing them), and any
+    algorithm registered from elsewhere (a researcher's own file, imported before the run)."""
     folder = str(Path(__file__).parent)
     modules = {info.name for info in pkgutil.iter_modules([folder]) if not info.name.startswith("_")}
-    return sorted(modules | ({name for name, variant in _REGISTRY if variant == PAPER} if registered else set()))
+    return sorted(modules | {name for name, variant in _REGISTRY if variant == PAPER})
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,8 @@ class DPOTask(Task):
 
     name = "dpo"
     config_class = DPOArguments
-    # config.py's defaults are SFT's. These make `python main_dpo.py` a ~5-minute offline demo on two
-    # CPU cores; every one of them is an ordinary flag (or YAML key) to override.
+    # config.py's defaults are SFT's. These make `python main_dpo.py` a short offline demo on CPU (README:
+    # its measured time); every one of them is an ordinary flag (or YAML key) to override.
     defaults = {
         "dataset_name": "bundled/preferences",
         "num_rounds": 5,
