@@ -46,15 +46,6 @@ def factor_pairs(keys: Mapping[str, object] | list[str]) -> dict[str, tuple[str,
     return pairs
 
 
-def rank_of(state: Mapping[str, torch.Tensor]) -> int:
-    """The rank of the LoRA in ``state`` (rows of its A weights)."""
-    ranks = {int(t.shape[0]) for k, t in state.items() if is_a(k)} | {int(t.shape[1]) for k, t in state.items()
-                                                                       if is_b(k)}
-    if len(ranks) != 1:
-        raise ValueError(f"the adapter's A and B weights disagree on the rank: {sorted(ranks)}")
-    return ranks.pop()
-
-
 def slice_rank(state: Mapping[str, torch.Tensor], rank: int) -> StateDict:
     """The first ``rank`` components of every LoRA factor of ``state`` (other entries as they are)."""
     out = {}
