@@ -21,6 +21,11 @@ SPLIT_STRATEGIES = ("iid", "dirichlet", "natural", "shard", "quantity")
 """``--split_strategy`` values (federated_learning/partition.py implements them)."""
 TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")
 CLIENT_WEIGHTINGS = ("num_examples", "uniform")
+# federated_learning.codecs' registered names (tests/test_codecs.py keeps them equal; listed here so that the
+# flags are checked without importing torch). topk compresses updates only, so it is no download codec.
+UPLOAD_CODECS = ("none", "bf16", "fp16", "int8", "topk")
+DOWNLOAD_CODECS = ("none", "bf16", "fp16", "int8")
+INT8_SCALES = ("tensor", "row")
 
 
 @dataclass
@@ -167,6 +172,28 @@ class FedArguments:
         default=0.01, metadata={"help": "HetLoRA weight of the penalty on the norm of the components it would prune"}
     )
     hetlora_min_rank: int = field(default=1, metadata={"help": "HetLoRA: no client prunes below this rank"})
+    upload_codec: str = field(
+        default="none",
+        metadata={"help": "how client updates travel: none, bf16, fp16, int8 or topk (with error feedback); "
+                          "lossy codecs send y - x (README, 'Compressed communication')"},
+    )
+    download_codec: str = field(
+        default="none", metadata={"help": "how the server's start state travels: none, bf16, fp16 or int8"}
+    )
+    topk_fraction: float = field(
+        default=0.01, metadata={"help": "topk codec: the share of each tensor's values a client sends, in (0, 1]"}
+    )
+    int8_scale: str = field(
+        default="tensor", metadata={"help": "int8 codec: one scale per tensor, or per row"}
+    )
+    stochastic_rounding: bool = field(
+        default=False, metadata={"help": "int8 codec: unbiased stochastic rounding instead of round-to-nearest"}
+    )
+    comm_budget_mb: float = field(
+        default=0.0,
+        metadata={"help": "stop (final checkpoint and evaluation) before a round would take the bytes sent up "
+                          "and down past this many MB (1e6 bytes; 0: no budget)"},
+    )
 
 
 @dataclass

@@ -32,6 +32,7 @@ from federated_learning.partition import ClientRows, partition_indices
 from federated_learning.round_loop import ClientRunner, Evaluator, RoundLoop, RoundPlan
 from federated_learning.state import trainable_parameters
 from federated_learning.tasks import Task
+from federated_learning.wire import Wire
 from utils.model import add_lora_adapter, bf16_supported, default_device, load_model_and_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -179,6 +180,7 @@ def build_round_loop(
         client_weighting=fed.client_weighting,
         max_update_norm=fed.max_update_norm,
         client_ranks=client_ranks(cfg),
+        comm_budget_mb=fed.comm_budget_mb,
     )
     loop = RoundLoop(
         plan,
@@ -192,12 +194,17 @@ def build_round_loop(
         evaluator,
         client_runner=client_runner,
         client_sizes=client_sizes if client_sizes is not None else {cid: len(rows) for cid, rows in enumerate(shards)},
+        wire=Wire.from_flags(fed, script.seed),
     )
     if script.resume_from_checkpoint is not None:
         if client_runner is not None and loop.client_algorithm.keeps_personal_state():
             raise ValueError(f"--resume_from_checkpoint: --fed_alg {fed.fed_alg}'s clients keep part of the adapter on "
                              "their SuperNodes, and a new Flower run starts them afresh; resume it in the simulation "
                              "(main_*.py) or start the Flower run over")
+        if client_runner is not None and loop.wire.upload.error_feedback:
+            raise ValueError(f"--resume_from_checkpoint: with --upload_codec {fed.upload_codec} each client keeps its "
+                             "error-feedback residual on its SuperNode, and a new Flower run starts them afresh; "
+                             "resume it in the simulation (main_*.py) or start the Flower run over")
         loop.restore(*load_checkpoint(script.resume_from_checkpoint))
         logger.info("resumed from %s after round %d", script.resume_from_checkpoint, loop.rounds_done)
     return loop

@@ -11,7 +11,15 @@ import json
 import tempfile
 from pathlib import Path
 
-from config import CLIENT_WEIGHTINGS, SPLIT_STRATEGIES, TORCH_DTYPES, RunConfig
+from config import (
+    CLIENT_WEIGHTINGS,
+    DOWNLOAD_CODECS,
+    INT8_SCALES,
+    SPLIT_STRATEGIES,
+    TORCH_DTYPES,
+    UPLOAD_CODECS,
+    RunConfig,
+)
 from federated_learning.aggregators import resolve_fed_alg
 from federated_learning.aggregators._hyperparameters import RULES, check_hyperparameters
 from federated_learning.aggregators._registry import aggregator_class
@@ -87,6 +95,16 @@ def validate_flags(cfg: RunConfig) -> None:
     _choice("--optim", script.optim, OPTIMIZERS)
     _choice("--lr_scheduler_type", script.lr_scheduler_type, SCHEDULERS)
     _choice("--client_weighting", fed.client_weighting, CLIENT_WEIGHTINGS)
+    _choice("--upload_codec", fed.upload_codec, UPLOAD_CODECS)
+    if fed.download_codec == "topk":
+        raise ValueError("--download_codec topk: top-k compresses updates only (it needs a residual to feed back); "
+                         f"use one of: {', '.join(DOWNLOAD_CODECS)}")
+    _choice("--download_codec", fed.download_codec, DOWNLOAD_CODECS)
+    _choice("--int8_scale", fed.int8_scale, INT8_SCALES)
+    if not 0 < fed.topk_fraction <= 1:
+        raise ValueError(f"--topk_fraction must be in (0, 1], got {fed.topk_fraction}")
+    if not fed.comm_budget_mb >= 0:
+        raise ValueError(f"--comm_budget_mb must be 0 (no budget) or positive, got {fed.comm_budget_mb}")
     if not 0 <= script.peft_lora_dropout < 1:
         raise ValueError(f"--peft_lora_dropout must be in [0, 1), got {script.peft_lora_dropout}")
     if not script.peft_lora_alpha > 0:

@@ -23,25 +23,42 @@ from tqdm.auto import tqdm
 from federated_learning.aggregators import Aggregator, ClientAlgorithm
 from federated_learning.checkpoint import save_checkpoint
 from federated_learning.client import LocalTrainer, RoundTask, train_client
+from federated_learning.codecs import build_codec
 from federated_learning.lora_ranks import slice_rank
 from federated_learning.partition import ClientRows
 from federated_learning.personal import PersonalStates
 from federated_learning.sampling import sample_clients
 from federated_learning.state import get_state, num_bytes, set_state
+from federated_learning.traffic import Traffic, round_cost
 from federated_learning.types import ClientUpdate, StateDict
 from federated_learning.updates import UnreadableReply, numeric_metrics, rejection_reason
+from federated_learning.wire import EncodedState, EncodedUpdate, Wire
 from utils.schedule import cosine_learning_rate
 
 logger = logging.getLogger(__name__)
 
 Evaluator = Callable[[torch.nn.Module], dict[str, float]]
-ClientRunner = Callable[[Aggregator, Sequence[RoundTask], Sequence[StateDict]], list[ClientUpdate | UnreadableReply]]
-"""Trains one round's clients, each from its start state (same order as the tasks); returns their
-updates in task order (an ``UnreadableReply`` for a reply that could not be read).
+ClientRunner = Callable[[Aggregator, Sequence[RoundTask], Sequence[EncodedState]],
+                        list[EncodedUpdate | UnreadableReply]]
+"""Trains one round's clients, each from its start state as it travels (``federated_learning.wire``; same
+order as the tasks); returns their encoded updates in task order, each with the bytes the transport
+measured (an ``UnreadableReply`` for a reply that could not be read).
 
 The default trains them one after another in this process (``RoundLoop._train_in_process``);
 the Flower ServerApp passes one that trains each on the SuperNode holding its data.
 """
+
+
+@dataclass
+class _Round:
+    """One round before it runs: its clients, their tasks, start states and the starts as they travel."""
+
+    server_round: int
+    clients: list[int]
+    learning_rate: float
+    tasks: list[RoundTask] = field(default_factory=list)
+    starts: list[StateDict] = field(default_factory=list)
+    encoded: list[EncodedState] = field(default_factory=list)
 
 
 @dataclass
@@ -62,6 +79,7 @@ class RoundPlan:
     client_weighting: str = "num_examples"  # "uniform": every accepted update weighs 1 (n_i = 1)
     max_update_norm: float = 0.0  # > 0: an update with ||y - x|| above it is rejected
     client_ranks: dict[int, int] = field(default_factory=dict)  # --client_lora_ranks; empty: the global rank
+    comm_budget_mb: float = 0.0  # > 0: stop before a round would take the run's bytes (up + down) past it
 
 
 @dataclass
@@ -82,11 +100,16 @@ class RoundLoop:
     client_runner: ClientRunner | None = None  # None: train the clients in this process
     client_sizes: dict[int, int] | None = None  # examples each client holds, where the server knows it
     personal: PersonalStates = field(default_factory=PersonalStates)  # what clients trained here keep
+    wire: Wire | None = None  # the run's codecs (None: none up and down)
+    residuals: dict[int, StateDict] = field(default_factory=dict)  # error feedback of clients trained here
+    traffic: Traffic = field(default_factory=Traffic)  # the bytes the run has moved
     _kept: dict[int, StateDict] = field(default_factory=dict, init=False, repr=False)  # until screened
 
     def __post_init__(self) -> None:
         if self.training_loss.size == 0:
             self.training_loss = np.full((self.plan.num_clients, self.plan.num_rounds), -1.0)
+        if self.wire is None:
+            self.wire = Wire(build_codec("none"), build_codec("none"), self.plan.seed)
 
     # ------------------------------------------------------------------ state for checkpoints
     def server_state(self) -> dict[str, Any]:
@@ -95,53 +118,19 @@ class RoundLoop:
             "aggregator": self.aggregator.state_dict(),
             "training_loss": torch.from_numpy(self.training_loss.copy()),
             "fed_alg": self.plan.fed_alg,
+            "bytes_sent": self.traffic.state_dict(),
         }
+        if self.client_runner is None and self.residuals:
+            state["residuals"] = {str(c): r for c, r in self.residuals.items()}
         # What clients keep is here only when they train in this process (a Flower run's stays on its SuperNodes).
         keeps = self.client_runner is None and self.client_algorithm.keeps_personal_state()
         return {**state, "personal": self.personal.state_dict()} if keeps else state
 
     def restore(self, rounds_done: int, global_params: StateDict, server_state: dict[str, Any]) -> None:
         """Continue from a checkpoint written by ``save_checkpoint``; a ValueError says what does not fit."""
-        where = "--resume_from_checkpoint"
-        if server_state.get("fed_alg") != self.plan.fed_alg:
-            raise ValueError(
-                f"{where} was written by --fed_alg {server_state.get('fed_alg')}, "
-                f"not {self.plan.fed_alg}; resume with the same algorithm"
-            )
-        if isinstance(rounds_done, bool) or not isinstance(rounds_done, int) or rounds_done < 0:
-            raise ValueError(f"{where}: federated_state.json says rounds_done {rounds_done!r}; the file is damaged")
-        if rounds_done > self.plan.num_rounds:
-            raise ValueError(f"{where} has {rounds_done} rounds done, more than --num_rounds {self.plan.num_rounds}")
-        shapes = {key: tuple(param.shape) for key, param in self.trainable.items()}
-        saved_shapes = {key: tuple(t.shape) for key, t in global_params.items()}
-        if saved_shapes != shapes:
-            differ = sorted(set(shapes) ^ set(saved_shapes)) or sorted(k for k in shapes
-                                                                        if shapes[k] != saved_shapes[k])
-            raise ValueError(f"{where}: its adapter does not fit this run's ({len(saved_shapes)} vs {len(shapes)} "
-                             f"tensors, e.g. {differ[0]}); resume with the --peft_lora_r and --peft_target_modules "
-                             "it was trained with")
-        if not all(bool(torch.isfinite(t).all()) for t in global_params.values()):
-            raise ValueError(f"{where}: its adapter holds NaN or Inf; resume from an earlier checkpoint")
-        saved = server_state.get("training_loss")
-        if not isinstance(saved, torch.Tensor) or saved.dim() != 2 or saved.shape[0] != self.plan.num_clients:
-            raise ValueError(f"{where}: federated_state.safetensors holds no training-loss table for "
-                             f"--num_clients {self.plan.num_clients}; resume with the run's own --num_clients")
-        try:
-            self.aggregator.load_state_dict(server_state.get("aggregator", {}))
-            kept = self.client_algorithm.personal_keys(list(shapes))
-            if kept and rounds_done and "personal" not in server_state:
-                raise ValueError("it holds no client's kept state (a Flower run's clients keep theirs on their "
-                                 "SuperNodes), so every client would restart")
-            self.personal.load_state_dict(server_state.get("personal", {}), {k: shapes[k] for k in kept},
-                                          self.plan.num_clients)
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
-            raise ValueError(f"{where}: the {self.plan.fed_alg} server state in federated_state.* does not load "
-                             f"({type(err).__name__}: {err}); resume from an earlier checkpoint") from err
-        set_state(self.trainable, global_params)
-        rounds = min(saved.shape[1], self.plan.num_rounds)
-        self.training_loss[:, :rounds] = saved[:, :rounds].numpy()
-        self.rounds_done = rounds_done
-        self._truncate_metrics(rounds_done)
+        from federated_learning.resume import restore
+
+        restore(self, rounds_done, global_params, server_state)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> StateDict:
@@ -155,7 +144,10 @@ class RoundLoop:
                    initial=self.rounds_done, total=plan.num_rounds, disable=None)
         for server_round in bar:
             start = time.perf_counter()
-            global_params, record = self._one_round(server_round, global_params)
+            round_plan = self._plan_round(server_round, global_params)
+            if self._over_budget(round_plan):
+                break
+            global_params, record = self._one_round(round_plan, global_params)
             done = server_round + 1
             self.rounds_done = done
             last = done == plan.num_rounds
@@ -169,19 +161,50 @@ class RoundLoop:
             logger.info(self._summary(record))
         return global_params
 
-    def _one_round(self, server_round: int, global_params: StateDict) -> tuple[StateDict, dict[str, Any]]:
+    def _plan_round(self, server_round: int, global_params: StateDict) -> _Round:
+        """Sample the round's clients; their tasks, start states and the starts as they will travel."""
         plan = self.plan
         clients = sample_clients(plan.local_client, plan.num_clients, plan.sample_clients, plan.seed, server_round)
         lr = cosine_learning_rate(server_round, plan.num_rounds, plan.learning_rate, plan.min_learning_rate)
-        tasks, starts = [], []
+        round_ = _Round(server_round, clients, lr)
         for cid in clients:
             rank = self.aggregator.client_rank(cid, plan.client_ranks.get(cid, 0))
             start = self.aggregator.client_start(cid, server_round, global_params)
-            starts.append(slice_rank(start, rank) if rank else start)
-            tasks.append(RoundTask(cid, server_round, lr, plan.seed, plan.examples_per_round, rank))
+            start = slice_rank(start, rank) if rank else start
+            round_.starts.append(start)
+            round_.encoded.append(self.wire.encode_start(start, cid, server_round))
+            round_.tasks.append(RoundTask(cid, server_round, lr, plan.seed, plan.examples_per_round, rank))
+        return round_
+
+    def _over_budget(self, round_: _Round) -> bool:
+        """With --comm_budget_mb: True (after a final checkpoint, evaluation and log line) when ``round_`` would
+        take the run's bytes past the budget."""
+        budget = self.plan.comm_budget_mb * 1e6
+        if not budget:
+            return False
+        spent = self.traffic.total
+        cost = round_cost(self.wire, self.aggregator, round_.tasks, round_.starts, round_.encoded)
+        if spent + cost <= budget:
+            return False
+        done = self.rounds_done
+        logger.warning("stopping after round %d of %d: round %d would send %.2f MB, taking the run's %.2f MB past "
+                       "--comm_budget_mb %g", done, self.plan.num_rounds, done + 1, cost / 1e6, spent / 1e6,
+                       self.plan.comm_budget_mb)
+        record: dict[str, Any] = {"round": done, "stopped": "comm_budget", "bytes_total": spent,
+                                  "next_round_bytes": cost}
+        if self.evaluator is not None and done:
+            record.update(self._evaluate())
+        save_checkpoint(self.run_dir, done, self.model, self.server_state())
+        np.save(self.run_dir / "training_loss.npy", self.training_loss)
+        self._write_metrics(record)
+        return True
+
+    def _one_round(self, round_: _Round, global_params: StateDict) -> tuple[StateDict, dict[str, Any]]:
+        plan = self.plan
+        server_round, clients, lr, tasks = round_.server_round, round_.clients, round_.learning_rate, round_.tasks
         runner = self.client_runner or self._train_in_process
-        replies = runner(self.aggregator, tasks, starts)
-        updates, client_metrics, rejected = self._screen(tasks, replies, starts)
+        replies = runner(self.aggregator, tasks, round_.encoded)
+        updates, client_metrics, rejected = self._screen(tasks, replies, round_.starts)
         if plan.client_weighting == "uniform":
             updates = [dataclasses.replace(u, num_examples=1) for u in updates]
         for update in updates:  # what a client keeps counts only when its update passed the check, and is finite
@@ -204,38 +227,43 @@ class RoundLoop:
             "learning_rate": lr,
             "mean_train_loss": float(np.mean(losses)) if losses else float("nan"),
             "client_metrics": client_metrics,
+            "bytes_total": self.traffic.total,
         }
         if rejected:
             record["rejected_clients"] = rejected
         return global_params, record
 
     def _screen(
-        self, tasks: Sequence[RoundTask], replies: Sequence[ClientUpdate | UnreadableReply],
+        self, tasks: Sequence[RoundTask], replies: Sequence[EncodedUpdate | UnreadableReply],
         starts: Sequence[StateDict],
     ) -> tuple[list[ClientUpdate], dict[str, dict[str, Any]], list[int]]:
-        """The updates that pass the server's check (``updates.rejection_reason``, against what each client was
-        to send back untrained: its start's ``sent_keys`` at its rank), every client's metrics and the clients
-        whose update was rejected."""
+        """The updates that pass the server's check (``Wire.decode_update``, then ``updates.rejection_reason``,
+        against what each client was to send back untrained: its start's ``sent_keys`` at its rank), every
+        client's metrics (with the bytes its messages took, rejected or not) and the clients left out."""
         accepted: list[ClientUpdate] = []
         client_metrics: dict[str, dict[str, Any]] = {}
         rejected: list[int] = []
-        for update, task, start in zip(replies, tasks, starts, strict=True):
+        for reply, task, start in zip(replies, tasks, starts, strict=True):
             cid, server_round = task.client_id, task.server_round
-            if update.client_id != cid:
-                reason = f"answered as client {update.client_id!r}"
+            expected = {key: start[key] for key in self.aggregator.client_class.sent_keys(server_round, start)}
+            update: ClientUpdate | UnreadableReply | str = reply
+            if isinstance(reply, EncodedUpdate):
+                update = (f"answered as client {reply.client_id!r}" if reply.client_id != cid
+                          else self.wire.decode_update(reply, expected))
+                self.traffic.count(reply)
+            if isinstance(update, str):
+                reason: str | None = update
             else:
-                expected = {key: start[key] for key in self.aggregator.client_class.sent_keys(server_round, start)}
                 size = None if self.client_sizes is None else self.client_sizes.get(cid)
                 reason = rejection_reason(expected, update, max_examples=size,
                                           max_update_norm=self.plan.max_update_norm,
                                           required_extras=self.aggregator.required_extras)
             metrics = numeric_metrics(update.metrics) if reason is None else {}
+            if isinstance(reply, EncodedUpdate):
+                metrics["bytes_uploaded"] = float(reply.bytes_uploaded)
+                metrics["bytes_downloaded"] = float(reply.bytes_downloaded)
             if reason is None:
                 accepted.append(update)
-                metrics["bytes_uploaded"] = float(num_bytes(update.params)
-                                                  + sum(num_bytes(e) for e in update.extras.values()))
-                metrics["bytes_downloaded"] = float(num_bytes(start) + sum(
-                    num_bytes(p) for p in self.aggregator.client_payload(cid).values()))
                 self.training_loss[cid, server_round] = float(metrics["train_loss"])
             else:
                 logger.warning("round %d: client %d's update is left out: %s", server_round + 1, cid, reason)
@@ -246,19 +274,26 @@ class RoundLoop:
         return accepted, client_metrics, rejected
 
     def _train_in_process(
-        self, aggregator: Aggregator, tasks: Sequence[RoundTask], starts: Sequence[StateDict]
-    ) -> list[ClientUpdate]:
-        """The default runner: each client in turn on the one shared model and trainer."""
+        self, aggregator: Aggregator, tasks: Sequence[RoundTask], encoded: Sequence[EncodedState]
+    ) -> list[EncodedUpdate]:
+        """The default runner: each client in turn on the one shared model and trainer; bytes are the parts'."""
         if self.local_trainer is None:
             raise ValueError("RoundLoop needs a local_trainer (or a client_runner) to train clients")
-        updates = []
-        for task, start in zip(tasks, starts, strict=True):
+        replies = []
+        for task, sent in zip(tasks, encoded, strict=True):
             cid = task.client_id
+            payload = aggregator.client_payload(cid)
+            start = self.wire.decode_start(sent)
             update, kept = train_client(self.local_trainer, self.trainable, self.client_algorithm, task,
-                                        self.shards[cid], start, aggregator.client_payload(cid), self.personal.get(cid))
+                                        self.shards[cid], start, payload, self.personal.get(cid))
             self._kept[cid] = kept
-            updates.append(update)
-        return updates
+            reply, residual = self.wire.encode_update(update, start, self.residuals.get(cid), task.server_round)
+            if residual:
+                self.residuals[cid] = residual
+            reply.bytes_uploaded = reply.encoded.nbytes + sum(num_bytes(e) for e in update.extras.values())
+            reply.bytes_downloaded = sent.nbytes + sum(num_bytes(p) for p in payload.values())
+            replies.append(reply)
+        return replies
 
     # ------------------------------------------------------------------ helpers
     def _evaluate(self) -> dict[str, float]:
@@ -282,7 +317,8 @@ class RoundLoop:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def _truncate_metrics(self, rounds_done: int) -> None:
+    def truncate_metrics(self, rounds_done: int) -> None:
+        """Drop the metrics.jsonl lines of rounds after ``rounds_done`` (a resume rewrites them)."""
         path = self.run_dir / "metrics.jsonl"
         if path.exists():
             kept = [line for line in path.read_text().splitlines() if json.loads(line)["round"] <= rounds_done]
@@ -298,3 +334,4 @@ class RoundLoop:
             f"{record['round_seconds']:.1f} s",
         ]
         return " | ".join(parts)
+

@@ -28,17 +28,18 @@ def train(message: Message, context: Context) -> Message:
     # Imported here, not at the top: the query handler runs in a fresh process too, and should
     # answer without loading torch, transformers and TRL.
     from federated_learning.client import train_client
-    from flower_app.records import PERSONAL, get_state, put_state, read_train_content, update_content
+    from flower_app.records import PERSONAL, RESIDUAL, get_state, put_state, read_train_content, update_content
     from flower_app.run_config import parse_run_config
     from flower_app.worker import get_worker
 
     node = NodeSettings.from_node_config(context.node_config)
-    task, start, payload = read_train_content(message.content)
+    task, encoded, payload = read_train_content(message.content)
     if task.client_id != node.partition_id:
         raise ValueError(
             f"this SuperNode is client {node.partition_id}, but the server sent client {task.client_id}'s task"
         )
     worker = get_worker(context.run_id, parse_run_config(context.run_config), node)
+    start = worker.wire.decode_start(encoded)
     # What this client keeps from round to round (FedSA-LoRA's B) lives in the node's state.
     personal = get_state(context.state, PERSONAL) if PERSONAL in context.state.array_records else None
     update, kept = train_client(
@@ -46,4 +47,9 @@ def train(message: Message, context: Context) -> Message:
     )
     if kept and all(bool(t.isfinite().all()) for t in kept.values()):
         put_state(context.state, PERSONAL, kept)  # (the node cannot know whether the server accepts its update)
-    return Message(update_content(update), reply_to=message)
+    # The error-feedback residual (top-k's unsent values) stays on the node, as a client's own memory.
+    residual = get_state(context.state, RESIDUAL) if RESIDUAL in context.state.array_records else None
+    reply, residual = worker.wire.encode_update(update, start, residual, task.server_round)
+    if residual:
+        put_state(context.state, RESIDUAL, residual)
+    return Message(update_content(reply), reply_to=message)

@@ -16,10 +16,10 @@ from flwr.serverapp import Grid
 
 from federated_learning.aggregators import Aggregator
 from federated_learning.client import RoundTask
-from federated_learning.types import ClientUpdate, StateDict
 from federated_learning.updates import UnreadableReply
+from federated_learning.wire import EncodedState, EncodedUpdate
 from flower_app.node_config import IDENTITY, OWN_DATA, PARTITION_ID
-from flower_app.records import read_update_content, train_content
+from flower_app.records import message_bytes, read_update_content, train_content
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +81,10 @@ class GridClients:
         self.round_timeout = round_timeout
 
     def __call__(
-        self, aggregator: Aggregator, tasks: Sequence[RoundTask], starts: Sequence[StateDict]
-    ) -> list[ClientUpdate | UnreadableReply]:
-        """Send every task with its start state at once (clients train in parallel); return the updates in task order.
+        self, aggregator: Aggregator, tasks: Sequence[RoundTask], starts: Sequence[EncodedState]
+    ) -> list[EncodedUpdate | UnreadableReply]:
+        """Send every task with its encoded start state at once (clients train in parallel); return the encoded
+        updates in task order, with the serialised size of each train message and reply as the bytes moved.
 
         A reply that cannot be read as an update (malformed records, another client's id) comes
         back as an ``UnreadableReply``, which the round loop leaves out, recording why. A client
@@ -91,18 +92,16 @@ class GridClients:
         the single-process simulation would: a silently smaller round would make the result depend
         on which machine happened to be slow.
         """
+        contents = [train_content(task, start, aggregator.client_payload(task.client_id))
+                    for task, start in zip(tasks, starts, strict=True)]
         messages = [
-            Message(
-                train_content(task, start, aggregator.client_payload(task.client_id)),
-                dst_node_id=self.node_of[task.client_id],
-                message_type=MessageType.TRAIN,
-                group_id=str(task.server_round + 1),
-            )
-            for task, start in zip(tasks, starts, strict=True)
+            Message(content, dst_node_id=self.node_of[task.client_id], message_type=MessageType.TRAIN,
+                    group_id=str(task.server_round + 1))
+            for task, content in zip(tasks, contents, strict=True)
         ]
         replies = {r.metadata.src_node_id: r for r in self.grid.send_and_receive(messages, timeout=self.round_timeout)}
-        updates = []
-        for task in tasks:
+        updates: list[EncodedUpdate | UnreadableReply] = []
+        for task, content in zip(tasks, contents, strict=True):
             node = self.node_of[task.client_id]
             reply = replies.get(node)
             where = f"round {task.server_round + 1}: client {task.client_id} (SuperNode {node})"
@@ -115,5 +114,6 @@ class GridClients:
             except ValueError as err:
                 updates.append(UnreadableReply(task.client_id, f"SuperNode {node}: {err}"))
                 continue
+            update.bytes_downloaded = message_bytes(content)
             updates.append(update)
         return updates

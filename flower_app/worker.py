@@ -21,6 +21,7 @@ from federated_learning.build import exchanged_tensors, load_peft_model, split_c
 from federated_learning.client import LocalTrainer
 from federated_learning.process import set_threads
 from federated_learning.tasks import Task, get_task
+from federated_learning.wire import Wire
 from flower_app.logs import setup_flower_logging
 from flower_app.node_config import NodeSettings
 from flower_app.run_config import RunSettings
@@ -39,6 +40,7 @@ class Worker:
     trainable: dict[str, torch.Tensor]  # the exchanged keys (federated_learning.build.exchanged_tensors)
     algorithm: ClientAlgorithm  # the client side of --fed_alg (its hooks)
     shard: Dataset
+    wire: Wire  # the run's codecs (federated_learning.wire)
 
 
 _last: list[Worker] = []  # at most one: the worker of the latest (run, node)
@@ -80,7 +82,8 @@ def build_worker(key: tuple[object, ...], settings: RunSettings, node: NodeSetti
     trainer = task.build_trainer(model, tokenizer, shard, cfg, output_dir, use_bf16(cfg.script))
     task.prepare_model(model, cfg)
     logger.info("client %d: %d examples", node.partition_id, len(shard))
-    return Worker(key, LocalTrainer(trainer, show_progress=False), exchanged_tensors(model, cfg), algorithm, shard)
+    return Worker(key, LocalTrainer(trainer, show_progress=False), exchanged_tensors(model, cfg), algorithm, shard,
+                  Wire.from_flags(cfg.fed, cfg.script.seed))
 
 
 def get_worker(run_id: int, settings: RunSettings, node: NodeSettings) -> Worker:

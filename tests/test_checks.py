@@ -54,6 +54,13 @@ def test_the_listed_rank_algorithms_are_the_classes_that_support_ranks() -> None
     (["--fed_alg", "scaffold", "--client_lora_ranks", "2,4,8"],
      "--client_lora_ranks: --fed_alg scaffold trains every client at the global rank; use one of fedavg, fedprox"),
     (["--client_lora_ranks", "2,4"], "--client_lora_ranks 2,4: the largest rank (4) must be the global adapter's"),
+    (["--upload_codec", "zstd"], "--upload_codec 'zstd' is unknown; use one of: none, bf16, fp16, int8, topk"),
+    (["--download_codec", "topk"], "--download_codec topk: top-k compresses updates only"),
+    (["--download_codec", "int4"], "--download_codec 'int4' is unknown; use one of: none, bf16, fp16, int8"),
+    (["--int8_scale", "column"], "--int8_scale 'column' is unknown; use one of: tensor, row"),
+    (["--topk_fraction", "0"], "--topk_fraction must be in (0, 1], got 0.0"),
+    (["--topk_fraction", "1.5"], "--topk_fraction must be in (0, 1], got 1.5"),
+    (["--comm_budget_mb", "nan"], "--comm_budget_mb must be 0 (no budget) or positive, got nan"),
 ])
 def test_bad_values_name_the_flag(tmp_path: Path, args: list[str], message: str) -> None:
     with pytest.raises(ValueError) as err:

@@ -28,13 +28,22 @@ from transformers import AutoModelForCausalLM
 import main_sft
 from federated_learning.aggregators import get_aggregator
 from federated_learning.client import RoundTask
+from federated_learning.codecs import build_codec
 from federated_learning.types import ClientUpdate
+from federated_learning.wire import EncodedUpdate, Wire
 from flower_app.grid_clients import GridClients, map_clients
 from flower_app.node_config import IDENTITY, PARTITION_ID, NodeSettings
-from flower_app.records import read_train_content, read_update_content, train_content, update_content
+from flower_app.records import (
+    message_bytes,
+    read_train_content,
+    read_update_content,
+    train_content,
+    update_content,
+)
 from flower_app.run_config import parse_run_config
 
 REPO = Path(__file__).resolve().parent.parent
+PLAIN = Wire(build_codec("none"), build_codec("none"), 0)  # what a run without codecs sends
 SCRIPT = REPO / "training_scripts" / "run_flower_local.sh"
 
 
@@ -49,11 +58,27 @@ def test_train_message_round_trips_bit_exact() -> None:
     }
     payload = {"c": {"a.lora_A.weight": torch.full((4, 8), 0.25)}}
     task = RoundTask(client_id=3, server_round=1, learning_rate=4.9e-4, seed=2023, examples_per_round=16)
-    got_task, got_params, got_payload = read_train_content(train_content(task, global_params, payload))
+    got_task, got_encoded, got_payload = read_train_content(train_content(task, PLAIN.encode_start(
+        global_params, 3, 1), payload))
+    got_params = PLAIN.decode_start(got_encoded)
     assert got_task == task
     for key, tensor in global_params.items():
         assert got_params[key].dtype == tensor.dtype and torch.equal(got_params[key], tensor)
     assert torch.equal(got_payload["c"]["a.lora_A.weight"], payload["c"]["a.lora_A.weight"])
+
+
+@pytest.mark.parametrize("codec", ["bf16", "fp16", "int8"])
+def test_an_encoded_start_travels_bit_exact(codec: str) -> None:
+    """The codec's parts (int16 bf16 patterns, fp16, int8 and scales) arrive as sent; the client decodes them."""
+    start = {"a.lora_A.weight": torch.randn(4, 8, generator=torch.Generator().manual_seed(1))}
+    wire = Wire(build_codec("none"), build_codec(codec, int8_scale="row"), 0)
+    encoded = wire.encode_start(start, 0, 0)
+    _, got, _ = read_train_content(train_content(RoundTask(0, 0, 1e-3, 1, 4), encoded, {}))
+    assert got.specs == encoded.specs
+    for part, tensor in encoded.parts["a.lora_A.weight"].items():
+        assert got.parts["a.lora_A.weight"][part].dtype == tensor.dtype
+        assert torch.equal(got.parts["a.lora_A.weight"][part], tensor)
+    assert torch.equal(wire.decode_start(got)["a.lora_A.weight"], wire.decode_start(encoded)["a.lora_A.weight"])
 
 
 def test_client_update_round_trips() -> None:
@@ -61,7 +86,11 @@ def test_client_update_round_trips() -> None:
         client_id=1, params={"w": torch.arange(6.0).reshape(2, 3)}, num_examples=12,
         metrics={"train_loss": 1.25, "steps": 2}, extras={"delta_c": {"w": torch.ones(2, 3)}},
     )
-    got = read_update_content(update_content(update))
+    content = update_content(PLAIN.encode_update(update, {}, None, 0)[0])
+    reply = read_update_content(content)
+    assert reply.bytes_uploaded == message_bytes(content) > 6 * 4 + 6 * 4  # the serialised message, not the values
+    got = PLAIN.decode_update(reply, {"w": torch.zeros(2, 3)})
+    assert isinstance(got, ClientUpdate)
     assert (got.client_id, got.num_examples, got.metrics) == (1, 12, {"train_loss": 1.25, "steps": 2})
     assert torch.equal(got.params["w"], update.params["w"])
     assert torch.equal(got.extras["delta_c"]["w"], torch.ones(2, 3))
@@ -182,22 +211,30 @@ def test_map_clients_waits_then_names_the_shortfall(server_identity: None) -> No
 
 
 def test_grid_clients_send_each_task_to_its_node_and_keep_task_order(server_identity: None) -> None:
+    replies: list[RecordDict] = []
+
     def train(message: Message) -> RecordDict:
-        task, params, payload = read_train_content(message.content)
+        task, encoded, payload = read_train_content(message.content)
         assert payload == {}  # FedAvg sends nothing besides the adapter
-        trained = {k: v + task.client_id for k, v in params.items()}
-        return update_content(ClientUpdate(task.client_id, trained, 10 * (task.client_id + 1), {"train_loss": 1.0}))
+        trained = {k: v + task.client_id for k, v in PLAIN.decode_start(encoded).items()}
+        update = ClientUpdate(task.client_id, trained, 10 * (task.client_id + 1), {"train_loss": 1.0})
+        replies.append(update_content(PLAIN.encode_update(update, {}, None, 0)[0]))
+        return replies[-1]
 
     grid = FakeGrid([11, 22], train)
     runner = GridClients(grid, {0: 22, 1: 11})  # type: ignore[arg-type]
     tasks = [RoundTask(c, 0, 1e-3, 7, 4) for c in (0, 1)]
     starts = [{"w": torch.zeros(2)}, {"w": torch.full((2,), 5.0)}]  # each client its own start state
-    updates = runner(get_aggregator("fedavg"), tasks, starts)
+    replied = runner(get_aggregator("fedavg"), tasks, [PLAIN.encode_start(s, 0, 0) for s in starts])
+    updates = [PLAIN.decode_update(r, s) for r, s in zip(replied, starts, strict=True)]
     assert [u.client_id for u in updates] == [0, 1]  # replies came back reversed
     assert [m.metadata.dst_node_id for m in grid.sent] == [22, 11]
     assert [m.metadata.group_id for m in grid.sent] == ["1", "1"]
     assert torch.equal(updates[0].params["w"], torch.zeros(2))
     assert torch.equal(updates[1].params["w"], torch.full((2,), 6.0)) and updates[1].num_examples == 20
+    # The bytes are the serialised messages' (node 22 = client 0 answered second).
+    assert [r.bytes_downloaded for r in replied] == [message_bytes(m.content) for m in grid.sent]
+    assert [r.bytes_uploaded for r in replied] == [message_bytes(replies[1]), message_bytes(replies[0])]
 
 
 def test_grid_clients_pass_a_malformed_reply_on_as_unreadable(server_identity: None) -> None:
@@ -206,27 +243,29 @@ def test_grid_clients_pass_a_malformed_reply_on_as_unreadable(server_identity: N
     from flower_app.records import UPDATE
 
     def train(message: Message) -> RecordDict:
-        task, params, _ = read_train_content(message.content)
-        content = update_content(ClientUpdate(task.client_id, dict(params), 10, {"train_loss": 1.0}))
+        task, encoded, _ = read_train_content(message.content)
+        update = ClientUpdate(task.client_id, PLAIN.decode_start(encoded), 10, {"train_loss": 1.0})
+        content = update_content(PLAIN.encode_update(update, {}, None, 0)[0])
         if task.client_id == 1:
             del content.config_records[UPDATE]
         if task.client_id == 2:
-            content.config_records["params.dtypes"]["w"] = "int8"
+            content.config_records["params/value.dtypes"]["w"] = "complex32"
         return content
 
     runner = GridClients(FakeGrid([11, 22, 33], train), {0: 11, 1: 22, 2: 33})  # type: ignore[arg-type]
     good, missing, bad_dtype = runner(get_aggregator("fedavg"), [RoundTask(c, 0, 1e-3, 7, 4) for c in (0, 1, 2)],
-                                      [{"w": torch.zeros(2)}] * 3)
-    assert isinstance(good, ClientUpdate) and good.num_examples == 10
+                                      [PLAIN.encode_start({"w": torch.zeros(2)}, 0, 0)] * 3)
+    assert isinstance(good, EncodedUpdate) and good.num_examples == 10
     assert isinstance(missing, UnreadableReply) and "SuperNode 22: malformed reply (KeyError" in missing.reason
-    assert isinstance(bad_dtype, UnreadableReply) and "int8" in bad_dtype.reason
+    assert isinstance(bad_dtype, UnreadableReply) and "complex32" in bad_dtype.reason
 
 
 def test_grid_clients_fail_the_round_on_a_client_error(server_identity: None) -> None:
     grid = FakeGrid([11], lambda message: Error(code=0, reason="out of memory"))
     runner = GridClients(grid, {0: 11})  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="round 3: client 0 .SuperNode 11. failed: out of memory"):
-        runner(get_aggregator("fedavg"), [RoundTask(0, 2, 1e-3, 7, 4)], [{"w": torch.zeros(2)}])
+        runner(get_aggregator("fedavg"), [RoundTask(0, 2, 1e-3, 7, 4)],
+               [PLAIN.encode_start({"w": torch.zeros(2)}, 0, 2)])
 
 
 # ---------------------------------------------------------------------- ServerApp + ClientApp in one process
@@ -264,12 +303,15 @@ class LoopbackGrid:
 
 @pytest.mark.parametrize(("fed_alg", "extra"), [
     ("fedprox", []), ("scaffold", []), ("flexlora", ["--client_lora_ranks", "2,4,8"]),
-])
+    ("fedavg", ["--upload_codec", "int8", "--download_codec", "bf16"]),
+    ("fedavg", ["--upload_codec", "topk", "--topk_fraction", "0.1"]),
+], ids=["fedprox", "scaffold", "flexlora-ranks", "int8-up-bf16-down", "topk-up"])
 def test_server_and_client_apps_equal_the_simulation(
     tmp_path: Path, tiny_model_dir: Path, server_identity: None, fed_alg: str, extra: list[str]
 ) -> None:
-    """SCAFFOLD's control variates, FedProx's mu and FlexLoRA's per-client SVD starts of mixed ranks travel in
-    the messages; 3 clients, 2 sampled per round.
+    """SCAFFOLD's control variates, FedProx's mu, FlexLoRA's per-client SVD starts of mixed ranks and the codecs'
+    parts travel in the messages (top-k's residuals stay on the nodes, the simulation checkpoints them);
+    3 clients, 2 sampled per round.
 
     The server evaluates the global model (with FlexLoRA's merged ΔW) on the held-out split as the simulation does.
     """
@@ -294,6 +336,9 @@ def test_server_and_client_apps_equal_the_simulation(
         assert all(r["clients"] for r in _records(flower)[1:])
     for name in names:
         got, want = load_file(flower / "checkpoint-2" / name), load_file(simulated / "checkpoint-2" / name)
+        residuals = {k for k in want if k.startswith("residuals/")}
+        assert bool(residuals) == ("topk" in extra and name == "federated_state.safetensors")
+        want = {k: v for k, v in want.items() if k not in residuals}
         assert got.keys() == want.keys() and got
         for key in want:
             torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-7)
@@ -310,12 +355,17 @@ def test_server_and_client_apps_equal_the_simulation(
         assert g == pytest.approx(w, rel=1e-4)
     if fed_alg == "scaffold":  # the control variates were really exchanged
         assert any("c_i" in key for key in load_file(flower / "checkpoint-2" / "federated_state.safetensors"))
-    if fed_alg == "flexlora":  # each client uploaded its own rank, the same bytes as in the simulation
+    if fed_alg == "flexlora":  # each client uploaded its own rank: the simulation counts the values' bytes, Flower
+        # its serialised replies, which add a few hundred bytes per tensor (names, dtypes, numpy headers)
         def uploads(run_dir: Path) -> list[dict[str, float]]:
             return [{c: m["bytes_uploaded"] for c, m in r["client_metrics"].items()} for r in _records(run_dir)[1:]]
 
-        assert uploads(flower) == uploads(simulated)
-        assert len({b for u in uploads(flower) for b in u.values()}) > 1
+        tensors = len(load_file(simulated / "checkpoint-2" / "adapter_model.safetensors"))
+        for got_round, want_round in zip(uploads(flower), uploads(simulated), strict=True):
+            assert got_round.keys() == want_round.keys()
+            for client, want_bytes in want_round.items():
+                assert want_bytes < got_round[client] < want_bytes + 600 * tensors + 2000
+        assert len({b for u in uploads(simulated) for b in u.values()}) > 1
 
 
 

@@ -25,6 +25,7 @@ from federated_learning.merged_delta import merged_key
 from federated_learning.state import get_state
 from federated_learning.types import ClientUpdate
 from tests.peft_models import peft_model_with_active_lora
+from tests.transport import uncompressed
 
 SCALE = 8 / 4  # peft_model_with_active_lora: alpha 8, r 4
 
@@ -80,7 +81,8 @@ def test_one_round_changes_the_model_by_the_exact_mean_product(
     sizes = {0: 10, 1: 20, 2: 30}
     replies, sent = _random_replies(sizes)
     cfg = _cfg(fed_alg, ranks)
-    loop = build_round_loop(cfg, model, None, [], tmp_path, None, client_runner=replies, client_sizes=sizes)
+    loop = build_round_loop(cfg, model, None, [], tmp_path, None, client_runner=uncompressed(replies),
+                            client_sizes=sizes)
     w0 = base_weights(model)
     loop.run()
     if ranks:

@@ -16,6 +16,7 @@ from federated_learning.build import build_round_loop
 from federated_learning.state import get_state
 from federated_learning.updates import rejection_reason, update_norm
 from tests.peft_models import peft_model_with_active_lora
+from tests.transport import uncompressed
 
 X = {"a.lora_A.weight": torch.zeros(2, 4), "a.lora_B.weight": torch.ones(4, 2)}
 
@@ -108,7 +109,7 @@ def _loop(tmp_path: Path, model_dir: Path, fed_alg: str, variant: str, replies: 
     cfg = RunConfig("sft", ScriptArguments(seed=1), FedArguments(fed_alg=fed_alg, fedopt_variant=variant,
                                                                   num_clients=4, sample_clients=3, num_rounds=1,
                                                                   save_model_freq=5, **fed))
-    loop = build_round_loop(cfg, model, None, [], tmp_path, None, client_runner=replies,
+    loop = build_round_loop(cfg, model, None, [], tmp_path, None, client_runner=uncompressed(replies),
                             client_sizes={0: 10, 1: 10, 2: 10, 3: 10})
     return loop, get_state(loop.trainable)
 

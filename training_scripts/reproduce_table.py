@@ -225,31 +225,39 @@ def shared_base_scores(cache: dict[str, dict[str, float]], dataset: str) -> Call
     return wrap
 
 
-def train_one(task: BundledTask, method: str, args: argparse.Namespace, model: str, runs_dir: Path) -> dict[str, Any]:
-    """Train (or reuse) one run; return its final metrics, curves, client size and wall time."""
+def train_or_reuse(run_dir: Path, argv: Sequence[str], num_rounds: int, fresh: bool,
+                   wrap_evaluator: Callable[[Evaluator], Evaluator]) -> tuple[list[dict[str, Any]], float | None]:
+    """Train the main_sft run ``argv`` (writing ``run_dir``) unless it finished (``fresh``: train it again);
+    return its metrics records and wall seconds (None when it was reused and the time was not kept)."""
     from federated_learning.cli import parse_run
     from federated_learning.run import run
 
-    run_dir = runs_dir / task.name / run_name(method, args.client_lora_ranks)
     records = read_metrics(run_dir)
-    seconds = None
-    if args.fresh or final_eval(records, args.budget.num_rounds) is None:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # an unfinished or stale run: start it over
-        logger.info("=== %s / %s", task.name, method)
-        start = time.perf_counter()
-        cfg = parse_run("sft", run_argv(task, method, args.budget, model, runs_dir, args.seed, args.torch_threads,
-                                        args.client_lora_ranks))
-        run(cfg, wrap_evaluator=shared_base_scores(args.base_eval_cache, task.dataset))
-        seconds = time.perf_counter() - start
-        gc.collect()  # drop the previous run's model before the next one loads
-        records = read_metrics(run_dir)
-        (run_dir / "wall_seconds.txt").write_text(f"{seconds:.1f}\n")
-    elif (run_dir / "wall_seconds.txt").exists():
-        seconds = float((run_dir / "wall_seconds.txt").read_text())
+    if not fresh and final_eval(records, num_rounds) is not None:
+        seconds_file = run_dir / "wall_seconds.txt"
+        return records, float(seconds_file.read_text()) if seconds_file.exists() else None
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an unfinished or stale run: start it over
+    logger.info("=== %s", run_dir)
+    start = time.perf_counter()
+    run(parse_run("sft", list(argv)), wrap_evaluator=wrap_evaluator)
+    seconds = time.perf_counter() - start
+    gc.collect()  # drop the previous run's model before the next one loads
+    (run_dir / "wall_seconds.txt").write_text(f"{seconds:.1f}\n")
+    records = read_metrics(run_dir)
+    if final_eval(records, num_rounds) is None:
+        raise RuntimeError(f"{run_dir}: no evaluation after round {num_rounds} in metrics.jsonl")
+    return records, seconds
+
+
+def train_one(task: BundledTask, method: str, args: argparse.Namespace, model: str, runs_dir: Path) -> dict[str, Any]:
+    """Train (or reuse) one run; return its final metrics, curves, client size and wall time."""
+    run_dir = runs_dir / task.name / run_name(method, args.client_lora_ranks)
+    argv = run_argv(task, method, args.budget, model, runs_dir, args.seed, args.torch_threads, args.client_lora_ranks)
+    records, seconds = train_or_reuse(run_dir, argv, args.budget.num_rounds, args.fresh,
+                                      shared_base_scores(args.base_eval_cache, task.dataset))
     final = final_eval(records, args.budget.num_rounds)
-    if final is None:
-        raise RuntimeError(f"{run_dir}: no evaluation after round {args.budget.num_rounds} in metrics.jsonl")
+    assert final is not None
     partition = json.loads((run_dir / "partition.json").read_text())
     return {
         "lora_b_norm": lora_b_norm(run_dir / f"checkpoint-{args.budget.num_rounds}"),
