@@ -175,7 +175,8 @@ class FedArguments:
     upload_codec: str = field(
         default="none",
         metadata={"help": "how client updates travel: none, bf16, fp16, int8 or topk (with error feedback); "
-                          "lossy codecs send y - x (README, 'Compressed communication')"},
+                          "lossy codecs send the update y - x~ from the start the client decoded (README, 'Compressed "
+                          "communication')"},
     )
     download_codec: str = field(
         default="none", metadata={"help": "how the server's start state travels: none, bf16, fp16 or int8"}

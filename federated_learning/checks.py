@@ -40,6 +40,8 @@ OPTIMIZERS = (
 # pass without importing the algorithm classes (torch and PEFT: ~6 s here); any other name is asked, which only a
 # refusal pays for. tests/test_checks.py keeps this equal to the classes.
 CLIENT_RANK_ALGORITHMS = ("fedavg", "fedprox", "flexlora", "flora", "hetlora")
+# The built-in ones whose rounds start clients from new factors (Aggregator.fresh_factors), listed for the same reason.
+FRESH_FACTOR_ALGORITHMS = ("flexlora", "flora")
 SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
     "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay", "greedy",
@@ -101,6 +103,10 @@ def validate_flags(cfg: RunConfig) -> None:
                          f"use one of: {', '.join(DOWNLOAD_CODECS)}")
     _choice("--download_codec", fed.download_codec, DOWNLOAD_CODECS)
     _choice("--int8_scale", fed.int8_scale, INT8_SCALES)
+    if fed.upload_codec == "topk" and fed_alg.name in FRESH_FACTOR_ALGORITHMS:
+        raise ValueError(f"--upload_codec topk: --fed_alg {fed.fed_alg} starts every round from new LoRA factors, in "
+                         "which a client's error-feedback residual from the last round's factors means nothing; use "
+                         "bf16, fp16 or int8, or another algorithm")
     if not 0 < fed.topk_fraction <= 1:
         raise ValueError(f"--topk_fraction must be in (0, 1], got {fed.topk_fraction}")
     if not fed.comm_budget_mb >= 0:

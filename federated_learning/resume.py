@@ -22,6 +22,10 @@ def restore(loop: RoundLoop, rounds_done: int, global_params: StateDict, server_
             f"{where} was written by --fed_alg {server_state.get('fed_alg')}, "
             f"not {loop.plan.fed_alg}; resume with the same algorithm"
         )
+    codecs = server_state.get("codecs", "up none, down none")  # a checkpoint from before codecs sent everything raw
+    if codecs != loop.wire.describe():
+        raise ValueError(f"{where} was written with codecs {codecs}, not {loop.wire.describe()}; resume with the "
+                         "same --upload_codec, --download_codec and their options")
     if isinstance(rounds_done, bool) or not isinstance(rounds_done, int) or rounds_done < 0:
         raise ValueError(f"{where}: federated_state.json says rounds_done {rounds_done!r}; the file is damaged")
     if rounds_done > loop.plan.num_rounds:
@@ -49,8 +53,8 @@ def restore(loop: RoundLoop, rounds_done: int, global_params: StateDict, server_
         loop.personal.load_state_dict(server_state.get("personal", {}), {k: shapes[k] for k in kept},
                                       loop.plan.num_clients)
         if loop.wire.upload.error_feedback and rounds_done and "residuals" not in server_state:
-            raise ValueError(f"it holds no client's error-feedback residual (--upload_codec {loop.wire.upload.name}"
-                             " on Flower keeps them on the SuperNodes), so every client would restart")
+            raise ValueError(f"it holds no client's error-feedback residual (a Flower run with --upload_codec "
+                             f"{loop.wire.upload.name} keeps them on its SuperNodes), so every client would restart")
         residuals = load_residuals(server_state.get("residuals", {}), shapes, loop.plan.num_clients)
         traffic = Traffic.from_state(server_state.get("bytes_sent", {}))
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:

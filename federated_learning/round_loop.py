@@ -104,6 +104,7 @@ class RoundLoop:
     residuals: dict[int, StateDict] = field(default_factory=dict)  # error feedback of clients trained here
     traffic: Traffic = field(default_factory=Traffic)  # the bytes the run has moved
     _kept: dict[int, StateDict] = field(default_factory=dict, init=False, repr=False)  # until screened
+    _evaluated: int | None = field(default=None, init=False, repr=False)  # the last round this run evaluated
 
     def __post_init__(self) -> None:
         if self.training_loss.size == 0:
@@ -119,6 +120,7 @@ class RoundLoop:
             "training_loss": torch.from_numpy(self.training_loss.copy()),
             "fed_alg": self.plan.fed_alg,
             "bytes_sent": self.traffic.state_dict(),
+            "codecs": self.wire.describe(),
         }
         if self.client_runner is None and self.residuals:
             state["residuals"] = {str(c): r for c, r in self.residuals.items()}
@@ -139,6 +141,7 @@ class RoundLoop:
         global_params = get_state(self.trainable)
         if self.rounds_done == 0 and self.evaluator is not None:
             self._write_metrics({"round": 0, **self._evaluate()})
+            self._evaluated = 0
         # disable=None: no bar when stderr is not a terminal (CI, nohup, > log), where redraws would flood the log.
         bar = tqdm(range(self.rounds_done, plan.num_rounds), desc="rounds", position=0, dynamic_ncols=True,
                    initial=self.rounds_done, total=plan.num_rounds, disable=None)
@@ -153,6 +156,7 @@ class RoundLoop:
             last = done == plan.num_rounds
             if self.evaluator is not None and (last or (plan.eval_every and done % plan.eval_every == 0)):
                 record.update(self._evaluate())
+                self._evaluated = done
             if last or done % plan.save_model_freq == 0:
                 save_checkpoint(self.run_dir, done, self.model, self.server_state())
                 np.save(self.run_dir / "training_loss.npy", self.training_loss)
@@ -183,7 +187,9 @@ class RoundLoop:
         if not budget:
             return False
         spent = self.traffic.total
-        cost = round_cost(self.wire, self.aggregator, round_.tasks, round_.starts, round_.encoded)
+        # A transport that serialises (Flower) predicts its own messages; in this process, the parts' bytes.
+        cost_of = getattr(self.client_runner, "round_cost", None) or round_cost
+        cost = cost_of(self.aggregator, self.wire, round_.tasks, round_.starts, round_.encoded)
         if spent + cost <= budget:
             return False
         done = self.rounds_done
@@ -192,7 +198,7 @@ class RoundLoop:
                        self.plan.comm_budget_mb)
         record: dict[str, Any] = {"round": done, "stopped": "comm_budget", "bytes_total": spent,
                                   "next_round_bytes": cost}
-        if self.evaluator is not None and done:
+        if self.evaluator is not None and self._evaluated != done:
             record.update(self._evaluate())
         save_checkpoint(self.run_dir, done, self.model, self.server_state())
         np.save(self.run_dir / "training_loss.npy", self.training_loss)
@@ -250,7 +256,7 @@ class RoundLoop:
             if isinstance(reply, EncodedUpdate):
                 update = (f"answered as client {reply.client_id!r}" if reply.client_id != cid
                           else self.wire.decode_update(reply, expected))
-                self.traffic.count(reply)
+            self.traffic.count(reply)
             if isinstance(update, str):
                 reason: str | None = update
             else:
@@ -259,9 +265,8 @@ class RoundLoop:
                                           max_update_norm=self.plan.max_update_norm,
                                           required_extras=self.aggregator.required_extras)
             metrics = numeric_metrics(update.metrics) if reason is None else {}
-            if isinstance(reply, EncodedUpdate):
-                metrics["bytes_uploaded"] = float(reply.bytes_uploaded)
-                metrics["bytes_downloaded"] = float(reply.bytes_downloaded)
+            metrics["bytes_uploaded"] = float(getattr(reply, "bytes_uploaded", 0))
+            metrics["bytes_downloaded"] = float(reply.bytes_downloaded)
             if reason is None:
                 accepted.append(update)
                 self.training_loss[cid, server_round] = float(metrics["train_loss"])
@@ -321,7 +326,8 @@ class RoundLoop:
         """Drop the metrics.jsonl lines of rounds after ``rounds_done`` (a resume rewrites them)."""
         path = self.run_dir / "metrics.jsonl"
         if path.exists():
-            kept = [line for line in path.read_text().splitlines() if json.loads(line)["round"] <= rounds_done]
+            kept = [line for line in path.read_text().splitlines()
+                    if json.loads(line)["round"] <= rounds_done and "stopped" not in json.loads(line)]
             path.write_text("".join(line + "\n" for line in kept))
 
     def _summary(self, record: dict[str, Any]) -> str:

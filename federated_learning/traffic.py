@@ -4,8 +4,8 @@
 ``--comm_budget_mb`` and each round's ``bytes_total`` count what really travelled. ``round_cost``
 predicts a round exactly before anything is trained: the encoded starts and payloads are known, and a
 reply's size follows from the shapes the server expects back (``Codec.size``). On Flower the totals
-are the serialised messages' sizes, which the prediction (the parts' bytes) leaves out, so there a
-budget can be passed by that overhead, a few hundred bytes per tensor and client. The error-feedback
+are the serialised messages' sizes, which ``flower_app.grid_clients.GridClients.round_cost``
+predicts instead. The error-feedback
 residuals the simulation keeps for its clients are restored here from a checkpoint.
 """
 
@@ -20,6 +20,7 @@ import torch
 from federated_learning.aggregators import Aggregator
 from federated_learning.state import num_bytes
 from federated_learning.types import StateDict
+from federated_learning.updates import UnreadableReply
 from federated_learning.wire import EncodedState, EncodedUpdate, Wire
 
 
@@ -35,9 +36,9 @@ class Traffic:
         """Up + down."""
         return self.uploaded + self.downloaded
 
-    def count(self, reply: EncodedUpdate) -> None:
-        """Add one client-round's bytes, as the transport measured them."""
-        self.uploaded += reply.bytes_uploaded
+    def count(self, reply: EncodedUpdate | UnreadableReply) -> None:
+        """Add one client-round's bytes, as the transport measured them (an unreadable reply: its train message)."""
+        self.uploaded += getattr(reply, "bytes_uploaded", 0)
         self.downloaded += reply.bytes_downloaded
 
     def state_dict(self) -> dict[str, int]:
@@ -55,7 +56,7 @@ class Traffic:
         return cls(saved["uploaded"], saved["downloaded"])
 
 
-def round_cost(wire: Wire, aggregator: Aggregator, tasks: Sequence[Any], starts: Sequence[StateDict],
+def round_cost(aggregator: Aggregator, wire: Wire, tasks: Sequence[Any], starts: Sequence[StateDict],
                encoded: Sequence[EncodedState]) -> int:
     """Bytes a round will move, before it runs, as the simulation counts them: each client's encoded start and
     payload down; its reply up, at the codec's size for the keys it sends at its rank, plus the float32 extras

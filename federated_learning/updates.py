@@ -34,6 +34,7 @@ class UnreadableReply:
 
     client_id: int
     reason: str
+    bytes_downloaded: int = 0  # the train message that went out to this client, as the transport measured it
 
 
 def _check_state(

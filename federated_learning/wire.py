@@ -68,6 +68,14 @@ def _generator(seed: int, direction: str, client_id: int, server_round: int) -> 
     return generator
 
 
+def _fit(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``tensor`` cut or zero-padded to ``shape`` (a LoRA factor whose rank changed keeps its leading components)."""
+    out = torch.zeros(shape, dtype=tensor.dtype)
+    common = tuple(slice(0, min(n, m)) for n, m in zip(tensor.shape, shape, strict=True))
+    out[common] = tensor[common]
+    return out
+
+
 def specs_of(state: Mapping[str, torch.Tensor]) -> Specs:
     """Each key's shape and dtype."""
     return {key: (tuple(t.shape), t.dtype) for key, t in state.items()}
@@ -91,6 +99,10 @@ class Wire:
             raise ValueError(f"--download_codec {download.name} compresses updates only, not a whole state")
         return cls(build_codec(fed.upload_codec, **options), download, seed)  # type: ignore[attr-defined]
 
+    def describe(self) -> str:
+        """Both codecs with their options, as checkpoints record them."""
+        return f"up {self.upload.describe()}, down {self.download.describe()}"
+
     @property
     def sends_updates(self) -> bool:
         """Whether clients send Δ = y - x~ (a codec is lossy) rather than y itself."""
@@ -98,9 +110,15 @@ class Wire:
 
     # ------------------------------------------------------------------ down
     def encode_start(self, start: StateDict, client_id: int, server_round: int) -> EncodedState:
-        """The server's side: ``start`` as it travels to ``client_id``."""
+        """The server's side: ``start`` as it travels to ``client_id``; a ValueError when the codec cannot
+        represent it (fp16 beyond 65504), rather than a client training on Inf."""
         generator = _generator(self.seed, "down", client_id, server_round)
-        return EncodedState({k: self.download.encode(t, generator) for k, t in start.items()}, specs_of(start))
+        parts = {k: self.download.encode(t, generator) for k, t in start.items()}
+        for key, part in parts.items():
+            if self.download.check(part, tuple(start[key].shape), start[key].dtype) is not None:
+                raise ValueError(f"--download_codec {self.download.name} cannot represent {key} (largest "
+                                 f"|value| {float(start[key].abs().max()):.3g}); use bf16 or int8")
+        return EncodedState(parts, specs_of(start))
 
     def decode_start(self, encoded: EncodedState) -> StateDict:
         """The client's side: the start state x~ it trains from."""
@@ -115,7 +133,8 @@ class Wire:
 
         ``start`` is the start state the client trained from (x~, cut to its rank, as ``update.params``);
         ``residual`` what it kept from its last round. A kept key this round does not send stays kept;
-        one whose shape shrank (HetLoRA pruned the rank) keeps its leading components.
+        one whose rank changed keeps its leading components (zero-padded when the rank grew). A new
+        residual that is not finite (the client's training diverged) is not kept: the old one stays.
         """
         if not self.sends_updates:
             sent = update.params
@@ -125,13 +144,13 @@ class Wire:
         deltas = {k: y.float() - start[k].float() for k, y in update.params.items()}
         residual = dict(residual or {}) if self.upload.error_feedback else {}
         for key, delta in deltas.items():
-            kept = residual.get(key)
-            if kept is not None and all(n >= m for n, m in zip(kept.shape, delta.shape, strict=True)):
-                deltas[key] = delta + kept[tuple(slice(0, m) for m in delta.shape)]
+            if key in residual:
+                deltas[key] = delta + _fit(residual[key], delta.shape)
         parts = {k: self.upload.encode(d, generator) for k, d in deltas.items()}
         if self.upload.error_feedback:
-            residual.update({k: d - self.upload.decode(parts[k], tuple(d.shape), torch.float32)
-                             for k, d in deltas.items()})
+            unsent = {k: d - self.upload.decode(parts[k], tuple(d.shape), torch.float32) for k, d in deltas.items()}
+            if all(bool(torch.isfinite(t).all()) for t in unsent.values()):
+                residual.update(unsent)
         return self._reply(update, EncodedState(parts, specs_of(deltas))), residual
 
     @staticmethod

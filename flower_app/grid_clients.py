@@ -11,17 +11,22 @@ import logging
 import time
 from collections.abc import Sequence
 
+import torch
 from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from federated_learning.aggregators import Aggregator
 from federated_learning.client import RoundTask
+from federated_learning.types import StateDict
 from federated_learning.updates import UnreadableReply
-from federated_learning.wire import EncodedState, EncodedUpdate
+from federated_learning.wire import EncodedState, EncodedUpdate, Wire
 from flower_app.node_config import IDENTITY, OWN_DATA, PARTITION_ID
-from flower_app.records import message_bytes, read_update_content, train_content
+from flower_app.records import message_bytes, read_update_content, train_content, update_content
 
 logger = logging.getLogger(__name__)
+
+# What a reply's metrics (train_loss, steps, seconds and hook metrics) may add beyond the predicted reply.
+METRICS_ALLOWANCE = 256
 
 
 def _wait_for_nodes(grid: Grid, num_clients: int, timeout: float) -> list[int]:
@@ -80,6 +85,27 @@ class GridClients:
         self.node_of = node_of
         self.round_timeout = round_timeout
 
+    def round_cost(self, aggregator: Aggregator, wire: Wire, tasks: Sequence[RoundTask], starts: Sequence[StateDict],
+                   encoded: Sequence[EncodedState]) -> int:
+        """Bytes the round will move as Flower serialises it, before it runs (``--comm_budget_mb``): each train
+        message exactly, each reply as a reply of the shapes the server expects back (zeros; example and step
+        counts at their largest encoding) plus ``METRICS_ALLOWANCE`` for its metrics."""
+        total = 0
+        for task, start, down in zip(tasks, starts, encoded, strict=True):
+            total += message_bytes(train_content(task, down, aggregator.client_payload(task.client_id)))
+            expected = {k: start[k] for k in aggregator.client_class.sent_keys(task.server_round, start)}
+            dtype = {k: torch.float32 if wire.sends_updates else t.dtype for k, t in expected.items()}
+            parts = {k: {name: torch.zeros(shape, dtype=part_dtype)
+                         for name, (shape, part_dtype) in wire.upload.part_specs(tuple(t.shape), dtype[k]).items()}
+                     for k, t in expected.items()}
+            extras = {name: {k: torch.zeros(t.shape) for k, t in expected.items()}
+                      for name in aggregator.required_extras}
+            reply = EncodedUpdate(task.client_id, EncodedState(parts, {k: (tuple(t.shape), dtype[k])
+                                                                       for k, t in expected.items()}),
+                                  2 ** 62, {"train_loss": 0.0, "steps": 2 ** 62, "seconds": 0.0}, extras)
+            total += message_bytes(update_content(reply)) + METRICS_ALLOWANCE
+        return total
+
     def __call__(
         self, aggregator: Aggregator, tasks: Sequence[RoundTask], starts: Sequence[EncodedState]
     ) -> list[EncodedUpdate | UnreadableReply]:
@@ -112,7 +138,7 @@ class GridClients:
             try:
                 update = read_update_content(reply.content)
             except ValueError as err:
-                updates.append(UnreadableReply(task.client_id, f"SuperNode {node}: {err}"))
+                updates.append(UnreadableReply(task.client_id, f"SuperNode {node}: {err}", message_bytes(content)))
                 continue
             update.bytes_downloaded = message_bytes(content)
             updates.append(update)

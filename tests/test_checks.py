@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from federated_learning.checks import CLIENT_RANK_ALGORITHMS, OPTIMIZERS, SCHEDULERS, validate_flags
+from federated_learning.checks import (
+    CLIENT_RANK_ALGORITHMS,
+    FRESH_FACTOR_ALGORITHMS,
+    OPTIMIZERS,
+    SCHEDULERS,
+    validate_flags,
+)
 from federated_learning.cli import parse_run
 from utils.flags import FlagError
 
@@ -28,6 +34,12 @@ def test_the_listed_rank_algorithms_are_the_classes_that_support_ranks() -> None
     from federated_learning.aggregators._registry import supporting_client_ranks
 
     assert list(CLIENT_RANK_ALGORITHMS) == supporting_client_ranks()
+
+
+def test_the_listed_fresh_factor_algorithms_are_the_classes_that_make_new_factors() -> None:
+    from federated_learning.aggregators._registry import with_fresh_factors
+
+    assert list(FRESH_FACTOR_ALGORITHMS) == with_fresh_factors()
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -61,6 +73,7 @@ def test_the_listed_rank_algorithms_are_the_classes_that_support_ranks() -> None
     (["--topk_fraction", "0"], "--topk_fraction must be in (0, 1], got 0.0"),
     (["--topk_fraction", "1.5"], "--topk_fraction must be in (0, 1], got 1.5"),
     (["--comm_budget_mb", "nan"], "--comm_budget_mb must be 0 (no budget) or positive, got nan"),
+    (["--upload_codec", "topk", "--fed_alg", "flora"], "--upload_codec topk: --fed_alg flora starts every round from"),
 ])
 def test_bad_values_name_the_flag(tmp_path: Path, args: list[str], message: str) -> None:
     with pytest.raises(ValueError) as err:

@@ -90,6 +90,7 @@ def test_topk_sends_exactly_k_values_the_largest() -> None:
     assert float(kept.min()) >= float(torch.topk(X.reshape(-1).abs(), k).values.min())
     assert int((codec.decode(parts, tuple(X.shape), torch.float32) != 0).sum()) == k
     assert TopK(topk_fraction=1e-9).k(10) == 1 and TopK(topk_fraction=1.0).k(10) == 10
+    assert TopK(topk_fraction=0.07).k(100) == 7  # not ceil(7.000000000000001) = 8
 
 
 def test_topk_error_feedback_sent_plus_residual_is_the_sum_of_the_true_updates() -> None:
@@ -165,6 +166,7 @@ def test_the_server_refuses_encodings_that_cannot_be_the_codecs() -> None:
     int8 = Wire(Int8(), NONE, 0)
     q = torch.zeros(4, 5, dtype=torch.int8)
     assert "negative" in _bad(int8, q=q, scale=torch.tensor([-1.0]))
+    assert "-128" in _bad(int8, q=torch.full((4, 5), -128, dtype=torch.int8), scale=torch.tensor([1.0]))
     assert "NaN or Inf" in _bad(int8, q=q, scale=torch.tensor([math.inf]))
     assert "has parts ['q']" in _bad(int8, q=q)
     assert "torch.float32 (4, 5)" in _bad(int8, q=q.float(), scale=torch.tensor([1.0]))
@@ -200,3 +202,68 @@ def test_a_top_k_run_on_flower_is_not_resumed(tmp_path: Path, tiny_model_dir: Pa
     simulation = build_round_loop(plain, model, None, [], tmp_path / "s", None)
     with pytest.raises(ValueError, match="holds no client's error-feedback residual"):
         simulation.restore(1, get_state(simulation.trainable), flower.server_state())
+
+
+def test_a_diverged_round_does_not_poison_the_residual() -> None:
+    """A NaN update is refused by the server; the client keeps its last finite residual, so its next round counts."""
+    wire = Wire(TopK(topk_fraction=0.25), NONE, seed=0)
+    start = {"w": torch.zeros(2, 4)}
+    good = ClientUpdate(0, {"w": torch.arange(8.0).reshape(2, 4)}, 3, {"train_loss": 1.0})
+    _, residual = wire.encode_update(good, start, None, 0)
+    diverged = ClientUpdate(0, {"w": torch.full((2, 4), math.nan)}, 3, {"train_loss": 1.0})
+    _, after = wire.encode_update(diverged, start, residual, 1)
+    assert torch.equal(after["w"], residual["w"])
+    reply, _ = wire.encode_update(good, start, after, 2)
+    assert isinstance(wire.decode_update(reply, start), ClientUpdate)
+
+
+def test_a_residual_follows_its_factor_when_the_rank_changes() -> None:
+    """Cut to the leading components when the rank shrank (HetLoRA), zero-padded when it grew."""
+    wire = Wire(TopK(topk_fraction=1.0), NONE, seed=0)  # sends everything: the residual only carries over
+    kept = {"a.lora_A.weight": torch.ones(4, 3)}
+    for rows in (2, 6):
+        start = {"a.lora_A.weight": torch.zeros(rows, 3)}
+        reply, _ = wire.encode_update(ClientUpdate(0, dict(start), 1, {"train_loss": 1.0}), start, kept, 0)
+        sent = wire.decode_update(reply, start)
+        assert isinstance(sent, ClientUpdate)
+        expected = torch.zeros(rows, 3)
+        expected[:min(rows, 4)] = 1.0
+        assert torch.equal(sent.params["a.lora_A.weight"], expected)
+
+
+def test_a_start_the_download_codec_cannot_represent_is_not_sent() -> None:
+    wire = Wire(NONE, build_codec("fp16"), seed=0)
+    with pytest.raises(ValueError, match="--download_codec fp16 cannot represent w .largest \\|value\\| 1e"):
+        wire.encode_start({"w": torch.full((2, 2), 1e5)}, 0, 0)
+
+
+def test_an_unreadable_reply_still_counts_its_train_message() -> None:
+    from federated_learning.traffic import Traffic
+    from federated_learning.updates import UnreadableReply
+
+    traffic = Traffic()
+    traffic.count(UnreadableReply(0, "malformed", bytes_downloaded=100))
+    assert (traffic.uploaded, traffic.downloaded) == (0, 100)
+
+
+def test_a_resume_with_other_codecs_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from config import FedArguments, RunConfig, ScriptArguments
+    from federated_learning.build import build_round_loop
+    from federated_learning.state import get_state
+    from tests.peft_models import peft_model_with_active_lora
+
+    model = peft_model_with_active_lora(tiny_model_dir)
+
+    def loop(folder: str, **codecs: object) -> object:
+        cfg = RunConfig("sft", ScriptArguments(seed=1, peft_lora_r=4), FedArguments(num_clients=3, **codecs))
+        return build_round_loop(cfg, model, None, [], tmp_path / folder, None)
+
+    int8 = loop("a", upload_codec="int8")
+    state = int8.server_state()
+    assert state["codecs"] == "up int8 (tensor scales), down none"
+    for other in (loop("b"), loop("c", upload_codec="int8", int8_scale="row")):
+        with pytest.raises(ValueError, match="written with codecs up int8 .tensor scales., down none, not up "):
+            other.restore(1, get_state(other.trainable), state)
+    plain = loop("d")
+    legacy = {k: v for k, v in plain.server_state().items() if k != "codecs"}  # a checkpoint from before codecs
+    plain.restore(0, get_state(plain.trainable), legacy)

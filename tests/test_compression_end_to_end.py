@@ -87,6 +87,11 @@ def test_the_budget_stops_before_a_round_would_exceed_it(tmp_path: Path, tiny_mo
     assert "eval_loss" in stop
     assert (run / "checkpoint-2" / "adapter_model.safetensors").exists()
     assert not (run / "checkpoint-3").exists() and [r["round"] for r in records[1:-1]] == [1, 2]
+    # With round 2 evaluated by --eval_every, the stop does not evaluate it again.
+    again = _run(tmp_path, tiny_model_dir, "every2", "--num_rounds", "4", "--comm_budget_mb", str(budget_mb),
+                 "--eval_every", "2")
+    records = _records(again)
+    assert "eval_loss" in records[-2] and "eval_loss" not in records[-1] and records[-1]["stopped"] == "comm_budget"
 
 
 @pytest.mark.parametrize("fed_alg", [*available_aggregators(), "local1"])

@@ -257,7 +257,35 @@ def test_grid_clients_pass_a_malformed_reply_on_as_unreadable(server_identity: N
                                       [PLAIN.encode_start({"w": torch.zeros(2)}, 0, 0)] * 3)
     assert isinstance(good, EncodedUpdate) and good.num_examples == 10
     assert isinstance(missing, UnreadableReply) and "SuperNode 22: malformed reply (KeyError" in missing.reason
+    assert missing.bytes_downloaded > 0  # its train message went out and counts
     assert isinstance(bad_dtype, UnreadableReply) and "complex32" in bad_dtype.reason
+
+
+@pytest.mark.parametrize("codecs", [("none", "none"), ("int8", "bf16"), ("topk", "none")])
+def test_grid_clients_predict_the_bytes_of_a_round(server_identity: None, codecs: tuple[str, str]) -> None:
+    """--comm_budget_mb on Flower: the train messages exactly, each reply from above within the metrics allowance."""
+    from flower_app.grid_clients import METRICS_ALLOWANCE
+
+    wire = Wire(build_codec(codecs[0], topk_fraction=0.1), build_codec(codecs[1]), 0)
+    generator = torch.Generator().manual_seed(0)
+    starts = [{"a.lora_A.weight": torch.randn(4, 16, generator=generator),
+               "a.lora_B.weight": torch.randn(16, 4, generator=generator)} for _ in range(2)]
+
+    def train(message: Message) -> RecordDict:
+        task, encoded, _ = read_train_content(message.content)
+        start = wire.decode_start(encoded)
+        trained = {k: v + 0.1 * torch.randn(v.shape, generator=generator) for k, v in start.items()}
+        update = ClientUpdate(task.client_id, trained, 123, {"train_loss": 0.7, "steps": 5, "seconds": 1.5})
+        return update_content(wire.encode_update(update, start, None, 0)[0])
+
+    runner = GridClients(FakeGrid([11, 22], train), {0: 11, 1: 22})  # type: ignore[arg-type]
+    tasks = [RoundTask(c, 0, 1e-3, 7, 4) for c in (0, 1)]
+    encoded = [wire.encode_start(s, t.client_id, 0) for s, t in zip(starts, tasks, strict=True)]
+    aggregator = get_aggregator("fedavg")
+    predicted = runner.round_cost(aggregator, wire, tasks, starts, encoded)
+    replies = runner(aggregator, tasks, encoded)
+    actual = sum(r.bytes_uploaded + r.bytes_downloaded for r in replies)
+    assert actual <= predicted <= actual + 2 * (METRICS_ALLOWANCE + 64)  # + the counts at their widest varints
 
 
 def test_grid_clients_fail_the_round_on_a_client_error(server_identity: None) -> None:

@@ -10,11 +10,13 @@ clients, 2 per round, 6 rounds x 5 local steps), one run per variant:
 * ``ffa_lora``: FFA-LoRA, which sends only B (A frozen), with no codec.
 
 The round loop scores the global adapter on the held-out test split every ``--eval_every``
-rounds (by default the reproduction table's 3, so that ``none`` and ``ffa_lora`` are the very runs
-of that table and of the LoRA-aware one); ``metrics.jsonl`` holds every client-round's bytes up and
-down, as encoded. The script writes ``results.md`` (final score, MB up / down / total, MB until
-the score first reached ``--target``), ``results.json`` and ``accuracy_vs_mb.png`` (score against
-cumulative MB). Finished runs are reused (``--fresh`` retrains).
+rounds (by default the reproduction table's 3: ``none`` and ``ffa_lora`` then train exactly the
+runs of that table and of the LoRA-aware one, whose folders can be linked in as
+``<output_dir>/runs/none`` and ``runs/ffa_lora`` instead of training them again);
+``metrics.jsonl`` holds every client-round's bytes up and down, as encoded. The script writes
+``results.md`` (final score, MB up / down / total, MB until the score first reached
+``--target``), ``results.json`` and ``accuracy_vs_mb.png`` (score against cumulative MB).
+Finished runs are reused (``--fresh`` retrains).
 
     .venv/bin/python training_scripts/compression_table.py --torch_threads 1   # sentiment (see --help)
     .venv/bin/python training_scripts/compression_table.py --smoke             # tiny model, ~1 minute

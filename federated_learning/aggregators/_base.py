@@ -103,6 +103,9 @@ class Aggregator(ABC):
     required_extras: ClassVar[tuple[str, ...]] = ()  # ClientUpdate.extras every update must carry
     merges_into_base: ClassVar[bool] = False  # the model carries merged deltas (federated_learning.merged_delta)
     supports_client_ranks: ClassVar[bool] = False  # aggregates updates of lower rank (--client_lora_ranks)
+    # Each round starts clients from factors it makes anew (FLoRA's fresh LoRA, FlexLoRA's SVD): a client's
+    # error-feedback residual from the last round's factors means nothing in them (--upload_codec topk refused).
+    fresh_factors: ClassVar[bool] = False
 
     def client_start(self, client_id: int, server_round: int, global_params: StateDict) -> StateDict:
         """The state ``client_id`` starts ``server_round`` (0-based) from, keyed as ``global_params`` (default: it).

@@ -89,6 +89,12 @@ def supporting_client_ranks() -> list[str]:
     return sorted(name for (name, variant), cls in _REGISTRY.items() if variant == PAPER and cls.supports_client_ranks)
 
 
+def with_fresh_factors() -> list[str]:
+    """The ``--fed_alg`` names whose rounds start clients from new factors (``Aggregator.fresh_factors``)."""
+    _import_all()
+    return sorted(name for (name, variant), cls in _REGISTRY.items() if variant == PAPER and cls.fresh_factors)
+
+
 def _keyword_arguments(cls: type, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
     """The flags ``cls``'s keyword-only constructor takes; flags it does not take are ignored, others refused."""
     unknown = sorted(set(hyperparameters) - _FLAG_NAMES)

@@ -47,6 +47,7 @@ class FlexLoRA(Aggregator):
     name = "flexlora"
     merges_into_base = True
     supports_client_ranks = True
+    fresh_factors = True
 
     def __init__(self) -> None:
         """No hyperparameters; caches the SVD factors of the latest global state."""

@@ -62,6 +62,7 @@ class FLoRA(Aggregator):
     name = "flora"
     merges_into_base = True
     supports_client_ranks = True
+    fresh_factors = True
 
     def __init__(self, *, seed: int = 0) -> None:
         """``seed``: the run's ``--seed``, from which every round's fresh A is drawn."""

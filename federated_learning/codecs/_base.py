@@ -60,6 +60,10 @@ class Codec(ABC):
                 return f"part {part} holds NaN or Inf"
         return None
 
+    def describe(self) -> str:
+        """The codec with its options, as checkpoints record it (a resume must use the same)."""
+        return self.name
+
     def size(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
         """Bytes this codec sends for a tensor of ``shape`` and ``dtype`` (known before anything is encoded)."""
         return sum(math.prod(s) * torch.empty((), dtype=d).element_size()

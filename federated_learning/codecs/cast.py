@@ -5,7 +5,8 @@ ICLR 2018, "Mixed Precision Training"; bfloat16: Kalamkar et al., 2019, "A Study
 Deep Learning Training"), used as a communication codec: each value is rounded to nearest even in
 the half format, which halves the bytes. Relative error per value: at most 2^-8 (bf16, 8-bit
 significand) or 2^-11 (fp16, 11-bit, for |x| in fp16's normal range 6.1e-5 .. 65504; smaller values
-lose relative precision, larger ones become Inf, which the receiver rejects). bfloat16 travels as its
+lose relative precision, larger ones become Inf: the server refuses such an update, and refuses to
+send such a start state, ``federated_learning.wire``). bfloat16 travels as its
 16-bit pattern (an int16 part), since the transport (numpy, under Flower's arrays) has no bfloat16.
 """
 

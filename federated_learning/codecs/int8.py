@@ -42,6 +42,9 @@ class Int8(Codec):
         self.per_row = int8_scale == "row"
         self.stochastic = stochastic_rounding
 
+    def describe(self) -> str:
+        return f"int8 ({'row' if self.per_row else 'tensor'} scales{', stochastic' if self.stochastic else ''})"
+
     def _scale_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (shape[0],) if self.per_row and len(shape) == 2 else (1,)
 
@@ -71,4 +74,6 @@ class Int8(Codec):
         reason = super().check(parts, shape, dtype)
         if reason is None and bool((parts["scale"] < 0).any()):  # type: ignore[index]
             return "part scale is negative"
+        if reason is None and bool((parts["q"] < -LEVELS).any()):  # type: ignore[index]
+            return f"part q holds -128, outside the codec's levels -{LEVELS}..{LEVELS}"
         return reason

@@ -22,6 +22,7 @@ this codec is refused for ``--download_codec``.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 
@@ -42,9 +43,13 @@ class TopK(Codec):
             raise ValueError(f"--topk_fraction must be in (0, 1], got {topk_fraction}")
         self.fraction = topk_fraction
 
+    def describe(self) -> str:
+        return f"topk (fraction {self.fraction!r})"
+
     def k(self, numel: int) -> int:
         """How many values of a tensor of ``numel`` values are sent."""
-        return min(numel, max(1, math.ceil(self.fraction * numel)))
+        # exact in decimal: 0.07 x 100 is 7.000000000000001 in floats, whose ceiling would be 8
+        return min(numel, max(1, math.ceil(Fraction(repr(self.fraction)) * numel)))
 
     def part_specs(self, shape: tuple[int, ...], dtype: torch.dtype) -> PartSpecs:
         k = self.k(math.prod(shape))
