@@ -122,3 +122,14 @@ def test_dpo_with_top_k_resumes_byte_identically(tmp_path: Path, tiny_model_dir:
                            "--resume_from_checkpoint", str(resumed / "checkpoint-1")))
     for name in FILES:
         assert (full / "checkpoint-2" / name).read_bytes() == (resumed / "checkpoint-2" / name).read_bytes(), name
+
+
+def test_top_k_of_everything_is_fedavg(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """--topk_fraction 1.0 sends every value of y - x (and keeps a zero residual): FedAvg's adapter to float
+    rounding, through the whole pipeline (a sparser top-k differs only by what it leaves out)."""
+    plain = _run(tmp_path, tiny_model_dir, "none", "--num_rounds", "3")
+    topk = _run(tmp_path, tiny_model_dir, "topk", "--num_rounds", "3", "--upload_codec", "topk", "--topk_fraction", "1")
+    want = load_file(plain / "checkpoint-3" / "adapter_model.safetensors")
+    got = load_file(topk / "checkpoint-3" / "adapter_model.safetensors")
+    for key, tensor in want.items():
+        torch.testing.assert_close(got[key], tensor, rtol=0, atol=1e-6)
