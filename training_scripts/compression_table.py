@@ -42,6 +42,7 @@ from training_scripts.reproduce_table import (  # noqa: E402
     TASKS,
     eval_curve,
     final_eval,
+    prepare_output,
     run_argv,
     shared_base_scores,
     train_or_reuse,
@@ -168,16 +169,7 @@ def plot(rows: dict[str, dict[str, Any]], metric: str, target: float, path: Path
 def main(argv: Sequence[str] | None = None) -> Path:
     """Train what is missing, then write results.md, results.json and accuracy_vs_mb.png; return results.md."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model = args.model_name_or_path
-    if model is None and args.smoke:
-        from utils.tiny_model import save_tiny_model
-
-        model = str(out / "tiny-model") if (out / "tiny-model").exists() else str(save_tiny_model(out / "tiny-model"))
-    model = model or "embedded"
+    out, model = prepare_output(args)
     task = TASKS[args.task]
     metric = task.metrics[0]
     cache: dict[str, dict[str, float]] = {}

@@ -270,9 +270,9 @@ def train_one(task: BundledTask, method: str, args: argparse.Namespace, model: s
     }
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
-    """Train what is missing, then write results.md, results.json and accuracy_vs_round.png; return results.md."""
-    args = parse_args(argv)
+def prepare_output(args: argparse.Namespace) -> tuple[Path, str]:
+    """Set up logging and ``--output_dir``; return it and the model to train (with --smoke and no model: a tiny
+    random one, built once in the output folder)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     out = Path(args.output_dir)
@@ -282,7 +282,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
         from utils.tiny_model import save_tiny_model
 
         model = str(out / "tiny-model") if (out / "tiny-model").exists() else str(save_tiny_model(out / "tiny-model"))
-    model = model or "embedded"
+    return out, model or "embedded"
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """Train what is missing, then write results.md, results.json and accuracy_vs_round.png; return results.md."""
+    args = parse_args(argv)
+    out, model = prepare_output(args)
     runs_dir = out / "runs"
     plan = [(task, method) for task in args.task_list for method in args.method_list]
     logger.info("%d runs: %s", len(plan), ", ".join(f"{t.name}/{m}" for t, m in plan))
