@@ -114,6 +114,17 @@ class ScriptArguments:
         default=200, metadata={"help": "held-out examples used per evaluation (0: no evaluation during training)"}
     )
     eval_batch_size: int = field(default=32, metadata={"help": "batch size of evaluation generation and loss"})
+    eval_per_client: int = field(
+        default=0,
+        metadata={"help": "at every evaluation, also score each client on this many held-out examples drawn with "
+                          "its own label mix (--partition_column), and personal models where the method has them "
+                          "(0: off)"},
+    )
+    personalize_steps: int = field(
+        default=0,
+        metadata={"help": "with --eval_per_client: at the final evaluation, fine-tune each client's model for this "
+                          "many local steps on its own rows and score it (the local fine-tuning baseline; 0: off)"},
+    )
 
 
 @dataclass
@@ -124,7 +135,8 @@ class FedArguments:
         default="fedavg",
         metadata={
             "help": "fedavg, fedprox, scaffold, fedavgm, fedadagrad, fedyogi, fedadam; the LoRA-aware ffa_lora, "
-            "fedsa_lora, flora, flexlora, fedex_lora, rolora, hetlora; or local<K> (train only client K)"
+            "fedsa_lora, flora, flexlora, fedex_lora, rolora, hetlora; the personalised ditto; or local<K> "
+            "(train only client K)"
         },
     )
     num_rounds: int = field(default=10, metadata={"help": "federated rounds"})
@@ -172,6 +184,11 @@ class FedArguments:
         default=0.01, metadata={"help": "HetLoRA weight of the penalty on the norm of the components it would prune"}
     )
     hetlora_min_rank: int = field(default=1, metadata={"help": "HetLoRA: no client prunes below this rank"})
+    ditto_lambda: float = field(
+        default=1.0,
+        metadata={"help": "Ditto: pull λ of each personal adapter toward the global one (each local step moves it "
+                          "η·λ/(1+η·λ) of the way; 0: local training)"},
+    )
     upload_codec: str = field(
         default="none",
         metadata={"help": "how client updates travel: none, bf16, fp16, int8 or topk (with error feedback); "

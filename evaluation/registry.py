@@ -82,6 +82,7 @@ class Benchmark(ABC):
     needs_judge: ClassVar[bool] = False
     needs_code_execution: ClassVar[bool] = False
     metric_names: ClassVar[tuple[str, ...]] = ()  # the headline metrics (README and tests)
+    lower_is_better: ClassVar[tuple[str, ...]] = ()  # metrics where less is better (a client's worst is its highest)
     scores_dataset: ClassVar[str | None] = None  # a training dataset whose test split this scores (round evaluation)
     shuffled: ClassVar[bool] = False  # raw_rows come in a seeded random order: --limit keeps the first N
 
@@ -98,7 +99,23 @@ class Benchmark(ABC):
 
     @abstractmethod
     def normalize(self, rows: list[Row]) -> list[Row]:
-        """Turn source rows into examples with at least ``id`` and ``reference`` keys."""
+        """Turn source rows into examples with at least ``id`` and ``reference`` keys.
+
+        ``id`` is the example's position in ``rows`` (``load_groups`` reads each example's source row through it).
+        """
+
+    def load_groups(self, settings: EvalSettings, column: str) -> tuple[list[Row], list[Any]]:
+        """Every example (``--limit`` ignored) and its source row's value of ``column`` (per-client evaluation).
+
+        A ValueError names ``--partition_column`` when the source rows lack it.
+        """
+        rows = self.raw_rows(settings)
+        if rows and column not in rows[0]:
+            raise ValueError(f"--eval_per_client: the held-out rows of {self.name} have no --partition_column "
+                             f"{column!r} (their columns: {sorted(rows[0])}), so no client's mix can be drawn; "
+                             "pass the column that holds each row's label or group")
+        examples = self.normalize(rows)
+        return examples, [rows[example["id"]][column] for example in examples]
 
     def load(self, settings: EvalSettings) -> list[Row]:
         """The examples to evaluate: all, or a seeded sample of ``--limit`` of them.

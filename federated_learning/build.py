@@ -20,6 +20,8 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from config import RunConfig, ScriptArguments, to_dict
+from evaluation.client_eval import ClientEvaluation
+from evaluation.client_sets import client_mixes
 from evaluation.registry import EvalSettings
 from evaluation.round_eval import RoundEvaluation
 from federated_learning.aggregators import build_aggregator, build_client_algorithm, resolve_fed_alg
@@ -138,6 +140,30 @@ def build_round_evaluation(
     return RoundEvaluation.load([(b.name, b.prefix) for b in benchmarks], tokenizer, settings)
 
 
+def build_client_evaluation(
+    evaluation: RoundEvaluation | None, dataset: Dataset, partition: Sequence[np.ndarray], cfg: RunConfig
+) -> ClientEvaluation | None:
+    """``--eval_per_client``: the round benchmarks on each client's own held-out sets (None when it is off).
+
+    A client's mix is its share of every ``--partition_column`` value among its training rows; an
+    IID split of data without that column gives every client a sample of the whole held-out split.
+    """
+    script, fed = cfg.script, cfg.fed
+    if not script.eval_per_client:
+        return None
+    # One data file is every split at once (utils.data_files.read_files): its "test" rows are the training rows.
+    if evaluation is None or Path(script.dataset_name).expanduser().is_file():
+        raise ValueError(f"--eval_per_client: --dataset_name {script.dataset_name} has no held-out split to draw the "
+                         "clients' sets from; use a dataset with a test split (a folder with train* and test* "
+                         "files, a bundled or hub dataset), or drop --eval_per_client")
+    if fed.partition_column in dataset.column_names:
+        column: str | None = fed.partition_column
+        mixes = client_mixes(dataset[fed.partition_column], partition)
+    else:
+        column, mixes = None, [{0: 1.0}] * len(partition)
+    return ClientEvaluation.build(evaluation, column, mixes, script.eval_per_client)
+
+
 def exchanged_tensors(model: PeftModel, cfg: RunConfig) -> dict[str, torch.Tensor]:
     """{key: live tensor} of what server and clients exchange: the adapter's trainable weights, plus the merged
     deltas of the algorithms that merge into the base (attached here, ``federated_learning.merged_delta``)."""
@@ -157,6 +183,7 @@ def build_round_loop(
     *,
     client_runner: ClientRunner | None = None,
     client_sizes: dict[int, int] | None = None,
+    client_evaluation: ClientEvaluation | None = None,
 ) -> RoundLoop:
     """The aggregator and the round loop of ``cfg``, resumed from ``--resume_from_checkpoint`` if given.
 
@@ -181,6 +208,8 @@ def build_round_loop(
         max_update_norm=fed.max_update_norm,
         client_ranks=client_ranks(cfg),
         comm_budget_mb=fed.comm_budget_mb,
+        personalize_steps=script.personalize_steps,
+        personalize_examples=script.batch_size * script.gradient_accumulation_steps * script.personalize_steps,
     )
     loop = RoundLoop(
         plan,
@@ -195,6 +224,7 @@ def build_round_loop(
         client_runner=client_runner,
         client_sizes=client_sizes if client_sizes is not None else {cid: len(rows) for cid, rows in enumerate(shards)},
         wire=Wire.from_flags(fed, script.seed),
+        client_evaluation=client_evaluation,
     )
     if script.resume_from_checkpoint is not None:
         if client_runner is not None and loop.client_algorithm.keeps_personal_state():

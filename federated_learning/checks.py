@@ -90,6 +90,16 @@ def validate_flags(cfg: RunConfig) -> None:
                         ("--max_grad_norm", script.max_grad_norm), ("--min_learning_rate", script.min_learning_rate)):
         if not value >= 0:
             raise ValueError(f"{flag} must be 0 or more, got {value}")
+    for flag, value in (("--eval_per_client", script.eval_per_client),
+                        ("--personalize_steps", script.personalize_steps)):
+        if value < 0:
+            raise ValueError(f"{flag} must be 0 (off) or more, got {value}")
+    if script.personalize_steps and not script.eval_per_client:
+        raise ValueError("--personalize_steps fine-tunes each client's model for the per-client evaluation; pass "
+                         "--eval_per_client N too (held-out examples per client)")
+    if script.eval_per_client and not script.eval_samples:
+        raise ValueError("--eval_per_client needs the round evaluation, which --eval_samples 0 turns off; pass "
+                         "--eval_samples N (or drop --eval_per_client)")
     if script.torch_threads < 0:
         raise ValueError(f"--torch_threads must be 0 (one per CPU) or more, got {script.torch_threads}")
     _choice("--split_strategy", fed.split_strategy, SPLIT_STRATEGIES)

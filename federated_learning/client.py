@@ -117,13 +117,18 @@ class LocalTrainer:
         learning_rate: float,
         seed: int,
         hooks: Sequence[ClientHook] = (),
+        max_steps: int | None = None,
     ) -> dict[str, float]:
-        """Run local training with the algorithm's ``hooks``; return train loss, steps and seconds."""
+        """Run local training with the algorithm's ``hooks`` for ``max_steps`` steps (None: the run's
+        ``--max_steps``); return train loss, steps and seconds."""
         trainer = self.trainer
         trainer.train_dataset = rows
         trainer.args.learning_rate = learning_rate
         trainer.args.seed = seed
         trainer.args.data_seed = seed
+        run_steps = trainer.args.max_steps
+        if max_steps is not None:
+            trainer.args.max_steps = max_steps
         # A fresh optimizer every round (the server, not the client, carries state across rounds).
         trainer.optimizer = None
         trainer.lr_scheduler = None
@@ -145,6 +150,7 @@ class LocalTrainer:
             output = trainer.train()
         finally:
             gc.unfreeze()
+            trainer.args.max_steps = run_steps
             if callback is not None:
                 trainer.remove_callback(callback)
         return {
@@ -191,23 +197,25 @@ def train_client(
     server gave this client (``Aggregator.client_start``, cut to ``task.lora_rank``'s components; a
     merged-delta key it lacks means zero); ``algorithm`` is the client side of ``--fed_alg``;
     ``payload`` is what ``Aggregator.client_payload`` gave (SCAFFOLD's control variates);
-    ``personal`` what this client kept from its last round (``ClientAlgorithm.personal_keys``;
-    None the first time); ``shard`` the client's data (a ``Dataset``, or its ``ClientRows`` view of
+    ``personal`` what this client kept from its last round (``ClientAlgorithm.kept_keys``; None the
+    first time): its ``personal_keys`` replace the start's before training, or a ``personal_model``'s
+    second pass starts from it; ``shard`` the client's data (a ``Dataset``, or its ``ClientRows`` view of
     the run's one tokenised set). The update carries ``ClientAlgorithm.sent_keys`` only, cut to
     the client's rank.
     """
     load_start(trainable, start)  # broadcast
     keys = list(trainable)
-    kept = algorithm.personal_keys(keys)
-    if personal:
+    kept = algorithm.kept_keys(keys)
+    if personal and not algorithm.personal_model:
         set_state({key: trainable[key] for key in kept}, personal)
     # The hooks see the state the client really starts from: full-rank shapes, the other components zero.
     anchor = {key: pad_rank(trainable[key], key, value) for key, value in start.items()}
     hooks = algorithm.hooks(payload, anchor, trainable, task.lora_rank)
     cid, server_round = task.client_id, task.server_round
     rows = shard.select(sample_examples(len(shard), task.examples_per_round, task.seed, cid, server_round))
+    seed = derive_seed(task.seed, cid, server_round)
     with frozen([trainable[key] for key in algorithm.frozen_keys(server_round, keys)]):
-        metrics = local_trainer.train(cid, rows, task.learning_rate, derive_seed(task.seed, cid, server_round), hooks)
+        metrics = local_trainer.train(cid, rows, task.learning_rate, seed, hooks)
     extras: dict[str, StateDict] = {}
     for hook in hooks:
         extras.update(hook.extras())
@@ -215,5 +223,13 @@ def train_client(
     sent = get_state({key: trainable[key] for key in algorithm.sent_keys(server_round, keys)})
     if task.lora_rank:
         sent = slice_rank(sent, task.lora_rank)
+    if algorithm.personal_model:
+        # The personal pass: from the client's own model (the round's start the first time), same rows and seed.
+        load_start(trainable, start)
+        if personal:
+            set_state({key: trainable[key] for key in kept}, personal)
+        own = local_trainer.train(cid, rows, task.learning_rate, seed, algorithm.personal_hooks(anchor, trainable))
+        metrics["personal_train_loss"] = own["train_loss"]
+        metrics["seconds"] += own["seconds"]
     update = ClientUpdate(cid, sent, len(shard), metrics, extras)
     return update, get_state({key: trainable[key] for key in kept})

@@ -6,6 +6,8 @@ Most checkpoints already are one: ``checkpoint-<r>/`` is a PEFT adapter folder. 
   the shared A with the initial B. ``--personal mean`` writes the global model (the examples-weighted
   mean of the clients' B, what the round evaluation scored), ``--personal <client id>`` that
   client's own; either is a PEFT adapter folder (adapter_config.json + adapter_model.safetensors).
+  Ditto's checkpoints hold each client's whole personal adapter: ``--personal <client id>`` writes
+  it (the adapter file is already the global model).
 - FLoRA's, FlexLoRA's and FedEx-LoRA's (a ``merged_delta.safetensors`` beside the adapter): the model is
   W0 + s·(M + B·A). This writes the whole model with both folded into the base weights, as
   transformers saves it (safetensors), with its tokenizer: ``from_pretrained(<output>)``. The base is
@@ -51,7 +53,7 @@ def _personal(checkpoint: Path) -> tuple[dict[str, StateDict], dict[str, int]]:
 
 
 def export_personal(checkpoint: Path, output: Path, which: str) -> Path:
-    """Write the PEFT adapter of client ``which`` (or ``mean``) of a FedSA-LoRA checkpoint to ``output``."""
+    """Write the PEFT adapter of client ``which`` (or ``mean``) of a FedSA-LoRA or Ditto checkpoint to ``output``."""
     from safetensors.torch import save_file
 
     from federated_learning.checkpoint import load_checkpoint
@@ -59,9 +61,9 @@ def export_personal(checkpoint: Path, output: Path, which: str) -> Path:
 
     states, sizes = _personal(checkpoint)
     if not states:
-        raise ValueError(f"--personal: {checkpoint} holds no client's own weights (not a FedSA-LoRA run of the "
-                         "simulation: on Flower each SuperNode keeps its client's B); its folder is the PEFT adapter "
-                         "the server has")
+        raise ValueError(f"--personal: {checkpoint} holds no client's own weights (not a FedSA-LoRA or Ditto run "
+                         "of the simulation: on Flower each SuperNode keeps its client's own); its folder is the "
+                         "PEFT adapter the server has")
     if which == "mean":
         clients = sorted(states, key=int)
         kept = weighted_average([states[c] for c in clients], [sizes[c] for c in clients])

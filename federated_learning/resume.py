@@ -46,7 +46,7 @@ def restore(loop: RoundLoop, rounds_done: int, global_params: StateDict, server_
                          f"--num_clients {loop.plan.num_clients}; resume with the run's own --num_clients")
     try:
         loop.aggregator.load_state_dict(server_state.get("aggregator", {}))
-        kept = loop.client_algorithm.personal_keys(list(shapes))
+        kept = loop.client_algorithm.kept_keys(list(shapes))
         if kept and rounds_done and "personal" not in server_state:
             raise ValueError("it holds no client's kept state (a Flower run's clients keep theirs on their "
                              "SuperNodes), so every client would restart")

@@ -20,6 +20,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from evaluation.client_eval import ClientEvaluation
 from federated_learning.aggregators import Aggregator, ClientAlgorithm
 from federated_learning.checkpoint import save_checkpoint
 from federated_learning.client import LocalTrainer, RoundTask, train_client
@@ -27,6 +28,7 @@ from federated_learning.codecs import build_codec
 from federated_learning.lora_ranks import slice_rank
 from federated_learning.partition import ClientRows
 from federated_learning.personal import PersonalStates
+from federated_learning.personalization import evaluate_clients, plot_client_scores
 from federated_learning.sampling import sample_clients
 from federated_learning.state import get_state, num_bytes, set_state
 from federated_learning.traffic import Traffic, round_cost
@@ -80,6 +82,8 @@ class RoundPlan:
     max_update_norm: float = 0.0  # > 0: an update with ||y - x|| above it is rejected
     client_ranks: dict[int, int] = field(default_factory=dict)  # --client_lora_ranks; empty: the global rank
     comm_budget_mb: float = 0.0  # > 0: stop before a round would take the run's bytes (up + down) past it
+    personalize_steps: int = 0  # --personalize_steps: local fine-tuning steps of the final per-client evaluation
+    personalize_examples: int = 0  # the rows they take: batch_size x gradient_accumulation_steps x personalize_steps
 
 
 @dataclass
@@ -103,6 +107,7 @@ class RoundLoop:
     wire: Wire | None = None  # the run's codecs (None: none up and down)
     residuals: dict[int, StateDict] = field(default_factory=dict)  # error feedback of clients trained here
     traffic: Traffic = field(default_factory=Traffic)  # the bytes the run has moved
+    client_evaluation: ClientEvaluation | None = None  # --eval_per_client: each client's held-out sets
     _kept: dict[int, StateDict] = field(default_factory=dict, init=False, repr=False)  # until screened
     _evaluated: int | None = field(default=None, init=False, repr=False)  # the last round this run evaluated
 
@@ -155,7 +160,7 @@ class RoundLoop:
             self.rounds_done = done
             last = done == plan.num_rounds
             if self.evaluator is not None and (last or (plan.eval_every and done % plan.eval_every == 0)):
-                record.update(self._evaluate())
+                record.update(self._evaluate(final=last))
                 self._evaluated = done
             if last or done % plan.save_model_freq == 0:
                 save_checkpoint(self.run_dir, done, self.model, self.server_state())
@@ -199,7 +204,7 @@ class RoundLoop:
         record: dict[str, Any] = {"round": done, "stopped": "comm_budget", "bytes_total": spent,
                                   "next_round_bytes": cost}
         if self.evaluator is not None and self._evaluated != done:
-            record.update(self._evaluate())
+            record.update(self._evaluate(final=True))
         save_checkpoint(self.run_dir, done, self.model, self.server_state())
         np.save(self.run_dir / "training_loss.npy", self.training_loss)
         self._write_metrics(record)
@@ -301,12 +306,14 @@ class RoundLoop:
         return replies
 
     # ------------------------------------------------------------------ helpers
-    def _evaluate(self) -> dict[str, float]:
-        """The evaluator's metrics of the global model (with clients' kept keys at their mean, ``PersonalStates``)."""
+    def _evaluate(self, final: bool = False) -> dict[str, Any]:
+        """The evaluator's metrics of the global model (with clients' kept keys at their mean, ``PersonalStates``;
+        a Ditto client's personal model is not part of it), then each client's (``--eval_per_client``)."""
         assert self.evaluator is not None
         start = time.perf_counter()
-        global_params = get_state(self.trainable) if self.personal.states else {}
-        view = self.personal.mean_view(global_params)
+        partial = bool(self.personal.states) and not self.client_algorithm.personal_model
+        global_params = get_state(self.trainable) if partial else {}
+        view = self.personal.mean_view(global_params) if partial else None
         if view is None:
             metrics = self.evaluator(self.model)
         else:
@@ -315,12 +322,16 @@ class RoundLoop:
                 metrics = self.evaluator(self.model)
             finally:
                 set_state(self.trainable, global_params)
+        if self.client_evaluation is not None:
+            metrics.update(evaluate_clients(self, final))
         metrics["eval_seconds"] = time.perf_counter() - start
         return metrics
 
     def _write_metrics(self, record: dict[str, Any]) -> None:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.client_evaluation is not None and "per_client" in record:
+            plot_client_scores(self.run_dir, self.client_evaluation.headline)
 
     def truncate_metrics(self, rounds_done: int) -> None:
         """Drop the metrics.jsonl lines of rounds after ``rounds_done`` (a resume rewrites them)."""

@@ -50,6 +50,7 @@ def prepare(cfg: RunConfig, *, wrap_evaluator: Callable[[Evaluator], Evaluator] 
     threads = set_threads(cfg.script.torch_threads)
 
     from federated_learning.build import (
+        build_client_evaluation,
         build_round_evaluation,
         build_round_loop,
         load_peft_model,
@@ -86,9 +87,11 @@ def prepare(cfg: RunConfig, *, wrap_evaluator: Callable[[Evaluator], Evaluator] 
     trainer = task.build_trainer(model, tokenizer, shards[0].to_dataset(), cfg, run_dir / "trainer", bf16)
     task.prepare_model(model, cfg)
     evaluator = build_round_evaluation(task, cfg, tokenizer, bf16)
+    client_evaluation = build_client_evaluation(evaluator, dataset, partition, cfg)
     if evaluator is not None and wrap_evaluator is not None:
         evaluator = wrap_evaluator(evaluator)
-    loop = build_round_loop(cfg, model, LocalTrainer(trainer), shards, run_dir, evaluator)
+    loop = build_round_loop(cfg, model, LocalTrainer(trainer), shards, run_dir, evaluator,
+                            client_evaluation=client_evaluation)
     return PreparedRun(loop, run_dir)
 
 

@@ -62,6 +62,10 @@ def main(grid: Grid, context: Context) -> None:
     # Every check that needs no model happens before waiting for nodes or loading the model.
     validate_flags(cfg)
     task.validate(cfg)
+    if cfg.script.eval_per_client:
+        raise ValueError("--eval_per_client: each client's held-out set and personal model live on its SuperNode, "
+                         "which a Flower server does not evaluate; run the per-client evaluation in the simulation "
+                         "(main_*.py), or drop the flag")
     validate_model_source(cfg.script.model_name_or_path)
     set_threads(cfg.script.torch_threads)
     node_of, own_data = map_clients(grid, cfg.fed.num_clients, settings.node_timeout)

@@ -22,7 +22,7 @@ def run(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProces
     (["--num_roundz", "3"], "main_sft.py: error: unrecognized argument(s) num_roundz (did you mean num_rounds?)"),
     (["--num_rounds", "x"], "main_sft.py: error: argument --num_rounds/--num-rounds: invalid int value: 'x'"),
     (["--learning_rate", "-1"], "main_sft.py: error: --learning_rate must be positive, got -1.0"),
-    (["--fed_alg", "fedavgg"], "main_sft.py: error: --fed_alg 'fedavgg' is unknown. Valid: fedadagrad"),
+    (["--fed_alg", "fedavgg"], "main_sft.py: error: --fed_alg 'fedavgg' is unknown. Valid: ditto, fedadagrad"),
     (["--config", "missing.yaml"], "main_sft.py: error: --config: [Errno 2] No such file or directory"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(args: list[str], message: str) -> None:

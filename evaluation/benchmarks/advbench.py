@@ -42,6 +42,7 @@ class AdvBench(GenerativeBenchmark):
                     "harmful_behaviors.csv (goal, target) at advbench/")
     max_new_tokens: ClassVar[int] = 64
     metric_names: ClassVar[tuple[str, ...]] = ("refusal_rate", "attack_success_rate")
+    lower_is_better: ClassVar[tuple[str, ...]] = ("attack_success_rate",)
 
     def normalize(self, rows: list[Row]) -> list[Row]:
         return [{"id": i, "request": r.get("prompt") or r["goal"], "reference": "refusal"} for i, r in enumerate(rows)]

@@ -80,6 +80,7 @@ class DPOPreference(Benchmark):
     shuffled = True
     local_layout = "--preference_dataset (see utils/dpo_data.py): prompt, chosen, rejected; bundled by default"
     metric_names = ("preference_accuracy", "reward_margin", "dpo_loss", "likelihood_accuracy")
+    lower_is_better = ("dpo_loss",)
     pinned_dataset: str | None = None  # subclasses evaluate one fixed dataset
 
     def __init__(self) -> None:

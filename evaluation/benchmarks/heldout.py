@@ -26,6 +26,7 @@ class HeldOutLoss(Benchmark):
     shuffled = True
     local_layout = "--sft_dataset's test split (see utils/sft_data.py; bundled by default)"
     metric_names = ("loss", "perplexity")
+    lower_is_better = ("loss", "perplexity")
 
     def raw_rows(self, settings: EvalSettings) -> list[Row]:
         from utils.sft_data import load_sft_dataset

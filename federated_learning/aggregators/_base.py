@@ -58,6 +58,10 @@ class ClientHook:
 class ClientAlgorithm:
     """The client side of an algorithm: what it trains, sends and keeps, and its hooks (defaults: FedAvg's)."""
 
+    # Ditto: after training the global adapter (what it sends), each client trains its own copy of the adapter
+    # in a second pass on the same rows (``personal_hooks``), kept from round to round and never sent.
+    personal_model: ClassVar[bool] = False
+
     @staticmethod
     def sent_keys(server_round: int, keys: Iterable[str]) -> list[str]:
         """The adapter keys a client sends after ``server_round`` (0-based) of ``keys`` (default: all adapter weights).
@@ -74,10 +78,20 @@ class ClientAlgorithm:
         """The adapter keys each client keeps for itself from round to round, never sent (none by default)."""
         return []
 
+    def kept_keys(self, keys: Iterable[str]) -> list[str]:
+        """The keys of what a client keeps between rounds: its ``personal_keys``, or with a ``personal_model`` every
+        adapter weight."""
+        return self.sent_keys(0, keys) if self.personal_model else self.personal_keys(keys)
+
     @classmethod
     def keeps_personal_state(cls) -> bool:
-        """Whether this algorithm's clients keep part of the adapter to themselves (``personal_keys`` overridden)."""
-        return cls.personal_keys is not ClientAlgorithm.personal_keys
+        """Whether this algorithm's clients keep state of their own (``personal_keys`` overridden, or a
+        ``personal_model``)."""
+        return cls.personal_model or cls.personal_keys is not ClientAlgorithm.personal_keys
+
+    def personal_hooks(self, global_params: StateDict, trainable: Mapping[str, torch.nn.Parameter]) -> list[ClientHook]:
+        """Hooks of the personal pass of a ``personal_model`` (``global_params``: the round's start state)."""
+        return []
 
     def hooks(
         self,

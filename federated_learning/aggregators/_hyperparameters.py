@@ -73,6 +73,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "hetlora_gamma": _in_open_unit_interval,
     "hetlora_lambda": _at_least(0),
     "hetlora_min_rank": _positive_whole,
+    "ditto_lambda": _at_least(0),
 }
 
 
