@@ -135,8 +135,8 @@ class FedArguments:
         default="fedavg",
         metadata={
             "help": "fedavg, fedprox, scaffold, fedavgm, fedadagrad, fedyogi, fedadam; the LoRA-aware ffa_lora, "
-            "fedsa_lora, flora, flexlora, fedex_lora, rolora, hetlora; the personalised ditto; or local<K> "
-            "(train only client K)"
+            "fedsa_lora, flora, flexlora, fedex_lora, rolora, hetlora; the personalised ditto and the clustered "
+            "ifca; or local<K> (train only client K)"
         },
     )
     num_rounds: int = field(default=10, metadata={"help": "federated rounds"})
@@ -184,6 +184,9 @@ class FedArguments:
         default=0.01, metadata={"help": "HetLoRA weight of the penalty on the norm of the components it would prune"}
     )
     hetlora_min_rank: int = field(default=1, metadata={"help": "HetLoRA: no client prunes below this rank"})
+    ifca_clusters: int = field(
+        default=2, metadata={"help": "IFCA: cluster adapters K (at most --sample_clients); 1 is FedAvg"}
+    )
     ditto_lambda: float = field(
         default=1.0,
         metadata={"help": "Ditto: pull λ of each personal adapter toward the global one (each local step moves it "

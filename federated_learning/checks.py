@@ -141,6 +141,13 @@ def validate_flags(cfg: RunConfig) -> None:
             f"use local0 .. local{fed.num_clients - 1}"
         )
     check_hyperparameters(**{name: getattr(fed, name) for name in RULES})
+    if fed_alg.name == "ifca":
+        if fed.ifca_clusters > fed.sample_clients:
+            raise ValueError(f"--ifca_clusters {fed.ifca_clusters} exceeds --sample_clients {fed.sample_clients}: a "
+                             "round could not reach every cluster; use at most as many clusters as sampled clients")
+        if (fed.upload_codec, fed.download_codec) != ("none", "none"):
+            raise ValueError("--fed_alg ifca sends every cluster adapter uncompressed; drop --upload_codec and "
+                             "--download_codec (none)")
     if not fed.max_update_norm >= 0:
         raise ValueError(f"--max_update_norm must be 0 (no bound) or positive, got {fed.max_update_norm}")
     if script.load_in_8bit and script.load_in_4bit:

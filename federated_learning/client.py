@@ -159,6 +159,28 @@ class LocalTrainer:
             "seconds": time.perf_counter() - start,
         }
 
+    @torch.no_grad()
+    def loss(self, rows: Dataset) -> float:
+        """The task's training loss of the live model on ``rows``, in eval mode (no dropout, no gradient, no step):
+        the trainer's own batches and loss, averaged over the rows."""
+        trainer = self.trainer
+        trainer.train_dataset = rows
+        model = trainer.model
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        try:
+            for batch in trainer.get_train_dataloader():
+                device = next(model.parameters()).device
+                inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                size = len(next(iter(batch.values())))
+                with trainer.accelerator.autocast():  # as training runs it (bf16-stored frozen weights need it)
+                    total += float(trainer.compute_loss(model, inputs)) * size
+                count += size
+        finally:
+            model.train(was_training)
+        return total / count
+
 
 @contextmanager
 def frozen(params: Sequence[torch.Tensor]) -> Iterator[None]:
@@ -196,13 +218,22 @@ def train_client(
     (adapter weights, and merged deltas where the algorithm has them); ``start`` is the state the
     server gave this client (``Aggregator.client_start``, cut to ``task.lora_rank``'s components; a
     merged-delta key it lacks means zero); ``algorithm`` is the client side of ``--fed_alg``;
-    ``payload`` is what ``Aggregator.client_payload`` gave (SCAFFOLD's control variates);
+    ``payload`` is what ``Aggregator.client_payload`` gave (SCAFFOLD's control variates, IFCA's other
+    cluster models: ``ClientAlgorithm.choose_start`` may pick the start among them);
     ``personal`` what this client kept from its last round (``ClientAlgorithm.kept_keys``; None the
     first time): its ``personal_keys`` replace the start's before training, or a ``personal_model``'s
     second pass starts from it; ``shard`` the client's data (a ``Dataset``, or its ``ClientRows`` view of
     the run's one tokenised set). The update carries ``ClientAlgorithm.sent_keys`` only, cut to
     the client's rank.
     """
+    cid, server_round = task.client_id, task.server_round
+    rows = shard.select(sample_examples(len(shard), task.examples_per_round, task.seed, cid, server_round))
+
+    def loss_of(state: StateDict) -> float:
+        load_start(trainable, state)
+        return local_trainer.loss(rows)
+
+    start, chosen = algorithm.choose_start(start, payload, loss_of, cid, server_round)
     load_start(trainable, start)  # broadcast
     keys = list(trainable)
     kept = algorithm.kept_keys(keys)
@@ -211,11 +242,10 @@ def train_client(
     # The hooks see the state the client really starts from: full-rank shapes, the other components zero.
     anchor = {key: pad_rank(trainable[key], key, value) for key, value in start.items()}
     hooks = algorithm.hooks(payload, anchor, trainable, task.lora_rank)
-    cid, server_round = task.client_id, task.server_round
-    rows = shard.select(sample_examples(len(shard), task.examples_per_round, task.seed, cid, server_round))
     seed = derive_seed(task.seed, cid, server_round)
     with frozen([trainable[key] for key in algorithm.frozen_keys(server_round, keys)]):
         metrics = local_trainer.train(cid, rows, task.learning_rate, seed, hooks)
+    metrics.update(chosen)
     extras: dict[str, StateDict] = {}
     for hook in hooks:
         extras.update(hook.extras())

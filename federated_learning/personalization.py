@@ -4,9 +4,10 @@ model and local fine-tuning, each scored on the client's held-out set.
 At every evaluation of the run, for every client (``evaluation.client_eval``):
 
 - ``per_client``: the global adapter on the client's set;
-- ``personal`` (methods whose clients keep state: FedSA-LoRA's B, Ditto's personal adapter):
-  the client's own model, the global adapter with what the client keeps in place of it; a client
-  that has not trained yet has no state of its own and is scored with the global adapter;
+- ``personal`` (methods with a model per client: FedSA-LoRA's own B, Ditto's personal adapter,
+  IFCA's cluster): the client's own model, the global adapter with what the client keeps in place
+  of it, or the cluster it chose last; a client that has not trained yet has none and is scored
+  with the global adapter;
 - ``finetuned`` (``--personalize_steps k``, at the final evaluation only): the standard
   personalisation baseline, each client's model (its personal one where the method keeps one,
   else the final global adapter) fine-tuned for k local steps of ``--batch_size`` x
@@ -52,7 +53,7 @@ def evaluate_clients(loop: RoundLoop, final: bool) -> dict[str, Any]:
         scores = {client: evaluation.score(loop.model, client) for client in clients}
         record = _report("per_client", scores, evaluation)
         personal = {client: personal_model(loop, client, global_params) for client in clients}
-        if loop.client_algorithm.keeps_personal_state():
+        if has_personal_models(loop):
             own = {}
             for client, state in personal.items():
                 if state is None:  # no state of its own yet: its model is the global adapter
@@ -75,9 +76,18 @@ def evaluate_clients(loop: RoundLoop, final: bool) -> dict[str, Any]:
 
 
 def personal_model(loop: RoundLoop, client: int, global_params: StateDict) -> StateDict | None:
-    """The global adapter with what ``client`` keeps in place of it (None: it keeps nothing yet)."""
+    """``client``'s own model: the server's for it (IFCA's cluster), else the global adapter with what the client
+    keeps in place of it (None: it has none yet)."""
+    own = loop.aggregator.client_model(client)
+    if own is not None:
+        return {**global_params, **own}
     kept = loop.personal.get(client)
     return None if kept is None else {**global_params, **kept}
+
+
+def has_personal_models(loop: RoundLoop) -> bool:
+    """Whether ``loop``'s method gives clients models of their own (kept state, or the server's per client)."""
+    return loop.client_algorithm.keeps_personal_state() or loop.aggregator.personal_models
 
 
 def fine_tune(loop: RoundLoop, client: int, start: StateDict) -> None:

@@ -262,6 +262,9 @@ class RoundLoop:
                 update = (f"answered as client {reply.client_id!r}" if reply.client_id != cid
                           else self.wire.decode_update(reply, expected))
             self.traffic.count(reply)
+            if isinstance(update, ClientUpdate):  # what it trained from (IFCA: the cluster it names), or why not
+                trained_from = self.aggregator.reply_start(update, expected)
+                update, expected = (trained_from, expected) if isinstance(trained_from, str) else (update, trained_from)
             if isinstance(update, str):
                 reason: str | None = update
             else:

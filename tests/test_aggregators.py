@@ -188,7 +188,8 @@ def _random_round(x: dict[str, torch.Tensor], seed: int, ids: tuple[int, ...] = 
     for i in ids:
         params = {k: (x[k].float() + 0.1 * torch.randn(x[k].shape, generator=gen)).to(x[k].dtype) for k in keys}
         delta_c = {k: torch.randn(x[k].shape, generator=gen) for k in keys}
-        updates.append(ClientUpdate(i, params, 10 + i, {"train_loss": 1.0}, {"delta_c": delta_c}))
+        # "cluster": IFCA's clients name the cluster they trained (0: the global adapter, as every other's).
+        updates.append(ClientUpdate(i, params, 10 + i, {"train_loss": 1.0, "cluster": 0}, {"delta_c": delta_c}))
     return updates
 
 
@@ -212,7 +213,7 @@ def _effective(x: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def test_registry_has_every_issue_algorithm() -> None:
     expected = {"fedavg", "fedprox", "scaffold", "fedavgm", "fedadagrad", "fedyogi", "fedadam",
-                "ffa_lora", "fedsa_lora", "flora", "flexlora", "fedex_lora", "rolora", "hetlora", "ditto"}
+                "ffa_lora", "fedsa_lora", "flora", "flexlora", "fedex_lora", "rolora", "hetlora", "ditto", "ifca"}
     assert set(available_aggregators()) == expected
 
 
@@ -246,7 +247,7 @@ def test_clients_returning_global_leave_it_unchanged(name: str, variant: str) ->
     agg = _make(name, variant)
     x = _global(agg)
     keys = agg.client_class.sent_keys(0, x)
-    updates = [ClientUpdate(i, {k: x[k].clone() for k in keys}, 1 + i, {},
+    updates = [ClientUpdate(i, {k: x[k].clone() for k in keys}, 1 + i, {"cluster": 0},
                             {"delta_c": {k: torch.zeros(x[k].shape) for k in keys}}) for i in range(3)]
     out = agg.aggregate(x, updates, 1)
     if name in ("flora", "flexlora"):

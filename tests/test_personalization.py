@@ -20,7 +20,9 @@ from evaluation.client_eval import summarise
 from evaluation.client_sets import client_eval_indices, client_mixes, quotas
 from evaluation.registry import EvalSettings
 from federated_learning.aggregators.ditto import DittoProximalStep
+from federated_learning.aggregators.ifca import Ifca, IfcaClient
 from federated_learning.partition import partition_indices
+from federated_learning.types import ClientUpdate
 from tests.test_algorithms_end_to_end import _data
 from tests.test_dpo_end_to_end import argv as dpo_argv
 from tests.test_dpo_end_to_end import write_pairs
@@ -199,6 +201,8 @@ def test_ditto_dpo_with_a_natural_split_scores_each_group(tmp_path: Path, tiny_m
     (["--personalize_steps", "2"], "--personalize_steps fine-tunes"),
     (["--eval_per_client", "-1"], "--eval_per_client must be 0"),
     (["--fed_alg", "ditto", "--ditto_lambda", "-1"], "--ditto_lambda must be >= 0"),
+    (["--fed_alg", "ifca", "--ifca_clusters", "3", "--sample_clients", "2"], "--ifca_clusters 3 exceeds"),
+    (["--fed_alg", "ifca", "--upload_codec", "bf16"], "--fed_alg ifca sends every cluster adapter uncompressed"),
 ])
 def test_bad_flags_are_refused_before_any_work(tmp_path: Path, flags: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -212,3 +216,76 @@ def test_per_client_evaluation_without_held_out_rows_is_refused(tmp_path: Path, 
                        "--output_dir", str(tmp_path / "out"), "--num_clients", "2", "--eval_per_client", "3",
                        "--torch_threads", "1"])
     assert not list((tmp_path / "out").glob("*/checkpoint-*"))
+
+
+# ------------------------------------------------------------------------------ IFCA
+def _update(client: int, value: float, cluster: object, n: int = 1) -> ClientUpdate:
+    return ClientUpdate(client, {"w": torch.full((2,), value)}, n, {"train_loss": 1.0, "cluster": cluster}, {})
+
+
+def test_ifca_averages_within_clusters_and_keeps_the_unchosen_one() -> None:
+    agg = Ifca(ifca_clusters=3)
+    start = {"w": torch.zeros(2)}
+    assert agg.client_start(0, 0, start) is agg.clusters[0] and set(agg.client_payload(0)) == {"cluster_1", "cluster_2"}
+    updates = [_update(0, 1.0, 0, n=1), _update(1, 4.0, 0, n=3), _update(2, -2.0, 2)]
+    new = agg.aggregate(start, updates, 1)
+    assert torch.equal(new["w"], torch.full((2,), 3.25))  # (1·1 + 3·4) / 4
+    assert torch.equal(agg.clusters[1]["w"], torch.zeros(2))  # no client chose it
+    assert torch.equal(agg.clusters[2]["w"], torch.full((2,), -2.0))
+    assert agg.assignments == {0: 0, 1: 0, 2: 2} and torch.equal(agg.client_model(2)["w"], torch.full((2,), -2.0))
+    assert agg.client_model(7) is None
+    restored = Ifca(ifca_clusters=3)
+    restored.load_state_dict(agg.state_dict())
+    assert restored.assignments == agg.assignments
+    assert all(torch.equal(a["w"], b["w"]) for a, b in zip(restored.clusters, agg.clusters, strict=True))
+    with pytest.raises(ValueError, match="not --ifca_clusters 2"):
+        Ifca(ifca_clusters=2).load_state_dict(agg.state_dict())
+
+
+@pytest.mark.parametrize("cluster", [3, -1, 1.5, None, True, "0"])
+def test_ifca_refuses_a_reply_naming_no_cluster(cluster: object) -> None:
+    agg = Ifca(ifca_clusters=3)
+    agg.client_start(0, 0, {"w": torch.zeros(2)})
+    assert isinstance(agg.reply_start(_update(0, 1.0, cluster), {"w": torch.zeros(2)}), str)
+    assert agg.reply_start(_update(0, 1.0, 2.0), {"w": torch.zeros(2)}) is agg.clusters[2]
+
+
+def test_ifca_client_picks_the_lowest_loss_and_breaks_ties_by_a_seeded_draw() -> None:
+    client = IfcaClient(seed=5)
+    states = {"cluster_1": {"w": torch.ones(1)}, "cluster_2": {"w": torch.full((1,), 2.0)}}
+    start = {"w": torch.zeros(1)}
+    chosen, metrics = client.choose_start(start, states, lambda s: float((s["w"] - 1).abs()), 0, 0)
+    assert chosen is states["cluster_1"] and metrics["cluster"] == 1 and metrics["cluster_loss_2"] == 1.0
+    picks = {client.choose_start(start, states, lambda s: 0.0, c, r)[1]["cluster"] for c in range(6) for r in range(3)}
+    assert picks == {0, 1, 2}  # ties spread over the clusters
+    assert client.choose_start(start, states, lambda s: 0.0, 3, 1) == client.choose_start(start, states,
+                                                                                           lambda s: 0.0, 3, 1)
+    assert client.choose_start(start, {}, lambda s: 1 / 0, 0, 0) == (start, {"cluster": 0})  # K = 1: no loss
+
+
+@pytest.mark.slow
+def test_ifca_one_cluster_is_fedavg_and_two_clusters_resume_exactly(tmp_path: Path, tiny_model_dir: Path) -> None:
+    fedavg = _run(tmp_path, tiny_model_dir, "fedavg")
+    one = _run(tmp_path, tiny_model_dir, "one", "--fed_alg", "ifca", "--ifca_clusters", "1")
+    assert all(torch.equal(_adapter(one, 2)[k], t) for k, t in _adapter(fedavg, 2).items())
+    flags = ["--fed_alg", "ifca", "--ifca_clusters", "2", "--save_model_freq", "1", "--eval_per_client", "4"]
+    two = _run(tmp_path, tiny_model_dir, "two", *flags)
+    for record in _records(two)[1:]:
+        for metrics in record["client_metrics"].values():
+            losses = [metrics["cluster_loss_0"], metrics["cluster_loss_1"]]
+            assert metrics["cluster"] in (0, 1) and losses[metrics["cluster"]] == min(losses)
+    assert "personal" in _records(two)[-1]
+    state = load_file(two / "checkpoint-2" / "federated_state.safetensors")
+    assert {k.split("/")[2] for k in state if k.startswith("aggregator/clusters/")} == {"0", "1"}
+    shutil.rmtree(two / "checkpoint-2")
+    _run(tmp_path, tiny_model_dir, "two", *flags, "--resume_from_checkpoint", str(two / "checkpoint-1"))
+    again = load_file(two / "checkpoint-2" / "federated_state.safetensors")
+    assert again.keys() == state.keys() and all(torch.equal(again[k], t) for k, t in state.items())
+
+
+@pytest.mark.slow
+def test_ifca_dpo_rounds(tmp_path: Path, tiny_model_dir: Path) -> None:
+    data = write_pairs(tmp_path / "pairs")
+    run = main_dpo.main(dpo_argv(tmp_path, tiny_model_dir, data, "--fed_alg", "ifca", "--ifca_clusters", "2"))
+    clusters = [m["cluster"] for r in _records(run)[1:] for m in r["client_metrics"].values()]
+    assert len(clusters) == 4 and set(clusters) <= {0, 1}

@@ -20,7 +20,7 @@ Constructors are keyword-only, their parameters the flag names, their defaults `
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -93,6 +93,17 @@ class ClientAlgorithm:
         """Hooks of the personal pass of a ``personal_model`` (``global_params``: the round's start state)."""
         return []
 
+    def choose_start(
+        self, start: StateDict, payload: Mapping[str, StateDict], loss_of: Callable[[StateDict], float],
+        client_id: int, server_round: int,
+    ) -> tuple[StateDict, dict[str, float]]:
+        """The state this client trains from this round, and metrics saying why (default: ``start``, none).
+
+        ``loss_of(state)`` is the task's loss of ``state`` on the client's rows of this round (IFCA
+        picks the cluster model with the lowest).
+        """
+        return start, {}
+
     def hooks(
         self,
         payload: Mapping[str, StateDict],
@@ -120,6 +131,7 @@ class Aggregator(ABC):
     # Each round starts clients from factors it makes anew (FLoRA's fresh LoRA, FlexLoRA's SVD): a client's
     # error-feedback residual from the last round's factors means nothing in them (--upload_codec topk refused).
     fresh_factors: ClassVar[bool] = False
+    personal_models: ClassVar[bool] = False  # the server keeps a model per client group (``client_model``)
 
     def client_start(self, client_id: int, server_round: int, global_params: StateDict) -> StateDict:
         """The state ``client_id`` starts ``server_round`` (0-based) from, keyed as ``global_params`` (default: it).
@@ -137,6 +149,16 @@ class Aggregator(ABC):
     def client_payload(self, client_id: int) -> dict[str, StateDict]:
         """Extra state to send to ``client_id`` with its start state (none by default)."""
         return {}
+
+    def reply_start(self, update: ClientUpdate, start: StateDict) -> StateDict | str:
+        """The state ``update`` was trained from, which the server checks it against (default: the ``start`` it
+        was sent), or why the reply is refused (IFCA: the cluster it names must exist)."""
+        return start
+
+    def client_model(self, client_id: int) -> StateDict | None:
+        """The server's own model for ``client_id`` where it keeps one per client (IFCA: its cluster's; default
+        None): what per-client evaluation scores as that client's personal model."""
+        return None
 
     @abstractmethod
     def aggregate(

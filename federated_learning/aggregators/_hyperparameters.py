@@ -74,6 +74,7 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "hetlora_lambda": _at_least(0),
     "hetlora_min_rank": _positive_whole,
     "ditto_lambda": _at_least(0),
+    "ifca_clusters": _positive_whole,
 }
 
 
