@@ -5,23 +5,35 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections import Counter
 
 import pytest
 
 from evaluation.answers import SENTIMENT_LABELS, extract_final_number, extract_sentiment, normalise_number
-from utils.bundled import BUNDLED_DATASETS, arithmetic, fin_sentiment, is_bundled, load_bundled, preferences
+from utils.bundled import (
+    BUNDLED_DATASETS,
+    arithmetic,
+    fin_sentiment,
+    is_bundled,
+    load_bundled,
+    preferences,
+    style_preferences,
+)
 
-GENERATORS = (fin_sentiment.generate, arithmetic.generate, preferences.generate)
+GENERATORS = (fin_sentiment.generate, arithmetic.generate, preferences.generate, style_preferences.generate)
 COLUMNS = {
     "bundled/fin_sentiment": ["instruction", "input", "output", "label"],
     "bundled/arithmetic": ["question", "answer", "category"],
     "bundled/preferences": ["prompt", "chosen", "rejected", "category"],
+    "bundled/style_preferences": ["prompt", "chosen", "rejected", "group", "user", "category"],
 }
 SIZES = {
     "bundled/fin_sentiment": (3000, 300), "bundled/arithmetic": (3000, 300), "bundled/preferences": (2000, 200),
+    "bundled/style_preferences": (2000, 200),
 }
 # The column whose text must never repeat across splits.
-TEXT_COLUMN = {"bundled/fin_sentiment": "input", "bundled/arithmetic": "question", "bundled/preferences": "prompt"}
+TEXT_COLUMN = {"bundled/fin_sentiment": "input", "bundled/arithmetic": "question", "bundled/preferences": "prompt",
+               "bundled/style_preferences": "prompt"}
 # Written out here rather than imported, so the test checks the generator against an independent rule.
 UP_IS_BAD = {"operating loss", "net loss", "pre-tax loss", "net debt", "costs", "production costs",
              "credit losses", "restructuring charges", "warranty expenses"}
@@ -288,3 +300,27 @@ def test_normalise_number() -> None:
     assert [normalise_number(n) for n in ("1,000,000", "10.00", "0.50", "-12", "000")] == [
         "1000000", "10", "0.5", "-12", "0",
     ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# style preferences: two groups, conflicting preferences on the same kinds of prompt
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_style_groups_prefer_opposite_answers_that_are_both_correct(split: str) -> None:
+    rows = load_bundled("bundled/style_preferences", split).to_list()
+    users = {}
+    for row in rows:
+        short, long = sorted((row["chosen"], row["rejected"]), key=len)
+        assert row["chosen"] == (short if row["group"] == "concise" else long)
+        assert long.endswith(f"{short}.") and short in long  # the detailed answer ends with the concise one
+        if row["category"] == "arithmetic":
+            assert short.isdigit()
+        else:
+            assert short in fin_sentiment.LABELS
+        users.setdefault(row["user"], set()).add((row["group"], row["category"]))
+    # Ten users, five per group, each with both categories and one group; equally many rows each.
+    assert sorted(users, key=lambda u: int(u[4:])) == [f"user{i}" for i in range(10)]
+    assert all(groups == {(("concise", "detailed")[int(u[4:]) // 5], c) for c in ("arithmetic", "sentiment")}
+               for u, groups in users.items())
+    assert Counter(row["user"] for row in rows) == dict.fromkeys(users, len(rows) // 10)

@@ -289,3 +289,19 @@ def test_ifca_dpo_rounds(tmp_path: Path, tiny_model_dir: Path) -> None:
     run = main_dpo.main(dpo_argv(tmp_path, tiny_model_dir, data, "--fed_alg", "ifca", "--ifca_clusters", "2"))
     clusters = [m["cluster"] for r in _records(run)[1:] for m in r["client_metrics"].values()]
     assert len(clusters) == 4 and set(clusters) <= {0, 1}
+
+
+@pytest.mark.slow
+def test_style_preferences_one_client_per_user_scored_on_its_own_group(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """bundled/style_preferences split naturally by user: each client's held-out set is its own user's pairs."""
+    run = main_dpo.main(["--model_name_or_path", str(tiny_model_dir), "--dataset_name", "bundled/style_preferences",
+                         "--split_strategy", "natural", "--partition_column", "user", "--num_clients", "10",
+                         "--sample_clients", "2", "--num_rounds", "1", "--max_steps", "1", "--batch_size", "2",
+                         "--seq_length", "128", "--torch_threads", "1", "--eval_samples", "20", "--eval_per_client",
+                         "5", "--output_dir", str(tmp_path / "out"), "--bf16", "false"])
+    final = _records(run)[-1]
+    assert {"eval_preference_accuracy/group=concise", "eval_preference_accuracy/group=detailed"} <= final.keys()
+    groups = [{k.split("=")[1] for k in scores if "/group=" in k} for scores in final["per_client"].values()]
+    assert len(groups) == 10 and all(len(g) == 1 for g in groups)  # one user, so one group, per client
+    assert sorted(g.pop() for g in groups) == ["concise"] * 5 + ["detailed"] * 5
+    assert all(0 < scores["eval_pairs"] <= 5 for scores in final["per_client"].values())  # pairs scored

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from utils.data_files import BUILDERS, load_data_files, local_data_root, read_files
 from utils.preference_rows import LOCAL_SCHEMA, to_preference_rows
-from utils.sft_data import HUB_SFT_DATASETS, hub_name
+from utils.sft_data import BUNDLED_DPO_DATASETS, HUB_SFT_DATASETS, hub_name
 
 if TYPE_CHECKING:
     import datasets
@@ -53,7 +53,6 @@ HUB_DPO_DATASETS: dict[str, HubPreferenceDataset] = {
         "train_sft", ("train_prefs", "test_prefs", "train_sft", "test_sft", "train_gen", "test_gen"), (".parquet",)
     ),
 }
-BUNDLED_DPO_DATASETS = (BUNDLED_PREFERENCES,)
 EXCLUDED_MIRROR_FOLDERS = ("red-team-attempts",)  # hh-rlhf: red-team transcripts, not preference pairs
 
 

@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-KEPT_COLUMNS = ("label", "category")
+# Columns a split or a per-client evaluation may partition by: labels, categories, natural user / group ids.
+KEPT_COLUMNS = ("label", "category", "group", "user")
 _LOCAL_SCHEMA = ("instruction + response, or instruction + input + output (alpaca format; input "
-                 "may be absent); optional label / category columns are kept")
+                 "may be absent); optional label / category / group / user columns are kept")
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ BUNDLED_SFT_DATASETS: dict[str, SftMapping] = {
     "bundled/fin_sentiment": ALPACA,  # FinGPT sentiment style, plus a "label" column
     "bundled/arithmetic": GSM8K,  # GSM8K style, plus a "category" column
 }
-BUNDLED_DPO_DATASETS = ("bundled/preferences",)
+BUNDLED_DPO_DATASETS = ("bundled/preferences", "bundled/style_preferences")  # main_dpo.py's (utils/dpo_data.py)
 
 
 @dataclass(frozen=True)

@@ -146,10 +146,13 @@ class DPOPreference(Benchmark):
                                       column(reference, n, rows), settings.dpo_beta)
 
         metrics = metrics_of(kept)
-        categories = {i: str(examples[i]["category"]) for i in kept if examples[i].get("category") is not None}
-        for category in sorted(set(categories.values())):
-            rows = [i for i in kept if categories.get(i) == category]
-            metrics[f"preference_accuracy/{category}"] = metrics_of(rows)["preference_accuracy"]
+        # Per category (``preference_accuracy/<category>``) and, where pairs name their user group (bundled/
+        # style_preferences), per group (``preference_accuracy/group=<group>``).
+        for key, label in (("category", "{}"), ("group", "group={}")):
+            values = {i: str(examples[i][key]) for i in kept if examples[i].get(key) is not None}
+            for value in sorted(set(values.values())):
+                rows = [i for i in kept if values.get(i) == value]
+                metrics[f"preference_accuracy/{label.format(value)}"] = metrics_of(rows)["preference_accuracy"]
         records = []
         for i, (ex, (prompt, chosen, rejected)) in enumerate(zip(examples, rendered, strict=True)):
             margin = settings.dpo_beta * ((policy[i].logprob - reference[i].logprob)
