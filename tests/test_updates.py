@@ -121,7 +121,8 @@ def test_round_loop_leaves_bad_updates_out_and_records_why(
 ) -> None:
     """Per round: one honest client, the others wrong-shaped, inflated or oversized; the honest one alone counts.
 
-    Each client answers with the keys its algorithm sends (``ClientAlgorithm.sent_keys``) from its start state.
+    Each client answers with the keys its algorithm sends (``ClientAlgorithm.sent_keys``) from its start state
+    (and, for IFCA, names cluster 0, which its start is).
     """
     honest: dict[int, dict[str, torch.Tensor]] = {}
 
@@ -133,14 +134,15 @@ def test_round_loop_leaves_bad_updates_out_and_records_why(
             delta_c = {k: torch.full(start[k].shape, 0.5) for k in sent}
             if i == 0:
                 honest[task.client_id] = params
-                updates.append(ClientUpdate(task.client_id, params, 10, {"train_loss": 1.0}, {"delta_c": delta_c}))
+                updates.append(ClientUpdate(task.client_id, params, 10, {"train_loss": 1.0, "cluster": 0},
+                                            {"delta_c": delta_c}))
             elif i == 1:  # a (4,) tensor for a matrix, and 10^12 examples
                 key = next(iter(params))
                 updates.append(ClientUpdate(task.client_id, {**params, key: torch.zeros(4)}, 10**12,
-                                            {"train_loss": 1.0}, {"delta_c": delta_c}))
+                                            {"train_loss": 1.0, "cluster": 0}, {"delta_c": delta_c}))
             else:  # a huge update
                 updates.append(ClientUpdate(task.client_id, {k: v * 1e6 for k, v in params.items()}, 10,
-                                            {"train_loss": 1.0}, {"delta_c": delta_c}))
+                                            {"train_loss": 1.0, "cluster": 0}, {"delta_c": delta_c}))
         return updates
 
     loop, start = _loop(tmp_path, tiny_model_dir, fed_alg, variant, replies, max_update_norm=5.0)
@@ -149,7 +151,8 @@ def test_round_loop_leaves_bad_updates_out_and_records_why(
     (cid,) = honest
     expected_aggregator = get_aggregator(fed_alg, num_clients=4, fedopt_variant=variant, seed=1)
     delta_c = {k: torch.full(v.shape, 0.5) for k, v in honest[cid].items()}
-    expected = expected_aggregator.aggregate(start, [ClientUpdate(cid, honest[cid], 10, {}, {"delta_c": delta_c})], 1)
+    expected = expected_aggregator.aggregate(start, [ClientUpdate(cid, honest[cid], 10, {"cluster": 0},
+                                                                  {"delta_c": delta_c})], 1)
     assert final.keys() == expected.keys() == start.keys()
     assert all(torch.equal(final[k], expected[k]) for k in expected)
     assert len(record.get("rejected_clients", [])) == len(record["clients"]) - 1

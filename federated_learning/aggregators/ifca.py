@@ -101,13 +101,18 @@ class Ifca(FedAvg):
         """Clusters 1 .. K-1."""
         return {f"{PAYLOAD_PREFIX}{j}": self.clusters[j] for j in range(1, len(self.clusters))}
 
-    def reply_start(self, update: ClientUpdate, start: StateDict) -> StateDict | str:
-        """The adapter of the cluster the reply names; a missing or unknown cluster is refused."""
+    def _cluster_of(self, update: ClientUpdate) -> int | str:
+        """The cluster ``update`` names, or why it names none of the K."""
         cluster = update.metrics.get(CLUSTER) if isinstance(update.metrics, Mapping) else None
         if isinstance(cluster, bool) or not isinstance(cluster, Integral | float) or cluster != int(cluster) \
-                or not 0 <= int(cluster) < len(self.clusters):
-            return f"it names cluster {cluster!r}, not one of 0..{len(self.clusters) - 1}"
-        return self.clusters[int(cluster)]
+                or not 0 <= int(cluster) < self.num_clusters:
+            return f"it names cluster {cluster!r}, not one of 0..{self.num_clusters - 1}"
+        return int(cluster)
+
+    def reply_start(self, update: ClientUpdate, start: StateDict) -> StateDict | str:
+        """The adapter of the cluster the reply names; a missing or unknown cluster is refused."""
+        cluster = self._cluster_of(update)
+        return cluster if isinstance(cluster, str) else self.clusters[cluster]
 
     def client_model(self, client_id: int) -> StateDict | None:
         """The cluster ``client_id`` chose last (None before it was sampled)."""
@@ -119,7 +124,11 @@ class Ifca(FedAvg):
         self._allocate(global_params)
         members: dict[int, list[ClientUpdate]] = {}
         for update in updates:
-            members.setdefault(int(update.metrics[CLUSTER]), []).append(update)
+            cluster = self._cluster_of(update)
+            if isinstance(cluster, str):
+                raise ValueError(f"IFCA: client {update.client_id}'s update: {cluster}")
+            members.setdefault(cluster, []).append(update)
+        for update in updates:
             self.assignments[update.client_id] = int(update.metrics[CLUSTER])
         for cluster, chosen in sorted(members.items()):
             self.clusters[cluster] = super().aggregate(self.clusters[cluster], chosen, server_round)
