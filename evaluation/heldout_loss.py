@@ -15,9 +15,10 @@ from utils.templates import get_template
 def render_rows(
     rows: Sequence[Mapping[str, str]], tokenizer: PreTrainedTokenizerBase, template_name: str
 ) -> tuple[list[str], list[str]]:
-    """Prompts and completions of ``rows`` (``instruction``/``response`` columns) under a template."""
+    """Prompts and completions of ``rows`` (``instruction``/``response`` columns, and a multi-turn row's
+    ``history``) under a template."""
     template = get_template(template_name)
-    prompts = [template.prompt(row["instruction"], tokenizer) for row in rows]
+    prompts = [template.sft_prompt(row["instruction"], row.get("history"), tokenizer) for row in rows]
     completions = [template.completion(row["instruction"], row["response"], tokenizer) for row in rows]
     return prompts, completions
 

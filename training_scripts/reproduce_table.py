@@ -226,9 +226,11 @@ def shared_base_scores(cache: dict[str, dict[str, float]], dataset: str) -> Call
 
 
 def train_or_reuse(run_dir: Path, argv: Sequence[str], num_rounds: int, fresh: bool,
-                   wrap_evaluator: Callable[[Evaluator], Evaluator]) -> tuple[list[dict[str, Any]], float | None]:
-    """Train the main_sft run ``argv`` (writing ``run_dir``) unless it finished (``fresh``: train it again);
-    return its metrics records and wall seconds (None when it was reused and the time was not kept)."""
+                   wrap_evaluator: Callable[[Evaluator], Evaluator], task: str = "sft",
+                   ) -> tuple[list[dict[str, Any]], float | None]:
+    """Train the ``task`` run ``argv`` (main_sft's flags by default; writing ``run_dir``) unless it finished
+    (``fresh``: train it again); return its metrics records and wall seconds (None when it was reused and the time
+    was not kept)."""
     from federated_learning.cli import parse_run
     from federated_learning.run import run
 
@@ -240,7 +242,7 @@ def train_or_reuse(run_dir: Path, argv: Sequence[str], num_rounds: int, fresh: b
         shutil.rmtree(run_dir)  # an unfinished or stale run: start it over
     logger.info("=== %s", run_dir)
     start = time.perf_counter()
-    run(parse_run("sft", list(argv)), wrap_evaluator=wrap_evaluator)
+    run(parse_run(task, list(argv)), wrap_evaluator=wrap_evaluator)
     seconds = time.perf_counter() - start
     gc.collect()  # drop the previous run's model before the next one loads
     (run_dir / "wall_seconds.txt").write_text(f"{seconds:.1f}\n")

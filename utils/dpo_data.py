@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from utils.data_files import BUILDERS, load_data_files, local_data_root, read_files
+from utils.fedllm_bench import FEDLLM_BENCH, bench_file, load_bench
 from utils.preference_rows import LOCAL_SCHEMA, to_preference_rows
 from utils.sft_data import BUNDLED_DPO_DATASETS, HUB_SFT_DATASETS, hub_name
 
@@ -59,7 +60,8 @@ EXCLUDED_MIRROR_FOLDERS = ("red-team-attempts",)  # hh-rlhf: red-team transcript
 
 def supported_names() -> str:
     """The dataset names --dataset_name accepts besides local files."""
-    return ", ".join([*HUB_DPO_DATASETS, *BUNDLED_DPO_DATASETS])
+    dpo_bench = [name for name, spec in FEDLLM_BENCH.items() if spec.task == "dpo"]
+    return ", ".join([*HUB_DPO_DATASETS, *BUNDLED_DPO_DATASETS, *dpo_bench])
 
 
 def default_split(dataset_name: str, split: str | None = None) -> str:
@@ -84,7 +86,7 @@ def heldout_split(train_split: str) -> str:
 class _Source:
     """Where a preference dataset comes from, decided once from the flags."""
 
-    kind: str  # "hub" | "mirror" | "bundled" | "files"
+    kind: str  # "hub" | "mirror" | "bundled" | "fedllm_bench" | "files"
     path: Path | None = None
 
 
@@ -120,6 +122,12 @@ def _resolve(dataset_name: str, local_data_dir: str | None, split: str) -> _Sour
     _check_split(dataset_name, split)
     if dataset_name in BUNDLED_DPO_DATASETS:
         return _Source("bundled")
+    if dataset_name in FEDLLM_BENCH:
+        if FEDLLM_BENCH[dataset_name].task != "dpo":
+            raise ValueError(f"--dataset_name {dataset_name} is an SFT dataset (no chosen/rejected pairs); use it with "
+                             "main_sft.py")
+        bench_file(dataset_name, local_data_dir)
+        return _Source("fedllm_bench")
     root = local_data_root(local_data_dir)
     hub = HUB_DPO_DATASETS.get(dataset_name)
     if hub is not None:
@@ -150,11 +158,13 @@ def validate_dpo_data_args(dataset_name: str, local_data_dir: str | None, split:
     _resolve(dataset_name, local_data_dir, default_split(dataset_name, split))
 
 
-def _read_raw(dataset_name: str, source: _Source, split: str) -> datasets.Dataset:
+def _read_raw(dataset_name: str, source: _Source, split: str, local_data_dir: str | None) -> datasets.Dataset:
     import datasets
 
     if source.kind == "bundled":
         return importlib.import_module("utils.bundled").load_bundled(dataset_name, split)
+    if source.kind == "fedllm_bench":
+        return load_bench(dataset_name, local_data_dir, split)
     if source.kind == "hub":
         return datasets.load_dataset(dataset_name, split=split)
     assert source.path is not None
@@ -174,7 +184,7 @@ def load_dpo_dataset(dataset_name: str, local_data_dir: str | None = None, datas
     split = default_split(dataset_name, split)
     source = _resolve(dataset_name, local_data_dir, split)
     where = str(source.path) if source.path is not None else f"--dataset_name {dataset_name}"
-    dataset = to_preference_rows(_read_raw(dataset_name, source, split), where)
+    dataset = to_preference_rows(_read_raw(dataset_name, source, split, local_data_dir), where)
     if len(dataset) == 0:
         raise ValueError(f"{where}: the {split} split has no usable preference pairs.")
     dataset = dataset.shuffle(seed=seed)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from utils.data_files import BUILDERS, data_files, local_data_root, read_files
+from utils.fedllm_bench import FEDLLM_BENCH, bench_file, load_bench
 
 if TYPE_CHECKING:
     import datasets
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 # Columns a split or a per-client evaluation may partition by: labels, categories, natural user / group ids.
 KEPT_COLUMNS = ("label", "category", "group", "user")
+HISTORY = "history"  # optional: a multi-turn row's earlier turns (user, assistant, ...) before its instruction
 _LOCAL_SCHEMA = ("instruction + response, or instruction + input + output (alpaca format; input "
                  "may be absent); optional label / category / group / user columns are kept")
 
@@ -89,13 +91,14 @@ BUNDLED_DPO_DATASETS = ("bundled/preferences", "bundled/style_preferences")  # m
 class _Source:
     """Where a dataset comes from, decided once from the flags."""
 
-    kind: str  # "hub" | "bundled" | "files"
+    kind: str  # "hub" | "bundled" | "fedllm_bench" | "files"
     mapping: SftMapping | None  # None: plain local data, mapping chosen from its columns
     path: Path | None = None  # file or folder for kind "files"
 
 
 def _supported_names() -> str:
-    return ", ".join([*HUB_SFT_DATASETS, *SFT_ALIASES, *BUNDLED_SFT_DATASETS])
+    sft_bench = [name for name, spec in FEDLLM_BENCH.items() if spec.task == "sft"]
+    return ", ".join([*HUB_SFT_DATASETS, *SFT_ALIASES, *BUNDLED_SFT_DATASETS, *sft_bench])
 
 
 def hub_name(dataset_name: str) -> str:
@@ -122,6 +125,11 @@ def _resolve(dataset_name: str, local_data_dir: str | None) -> _Source:
     if dataset_name.startswith("bundled/"):
         raise ValueError(f"--dataset_name {dataset_name}: no such bundled dataset; bundled SFT datasets "
                          f"are {', '.join(BUNDLED_SFT_DATASETS)}.")
+    if dataset_name in FEDLLM_BENCH:
+        if FEDLLM_BENCH[dataset_name].task != "sft":
+            raise ValueError(f"--dataset_name {dataset_name} is a preference (DPO) dataset; use it with main_dpo.py")
+        bench_file(dataset_name, local_data_dir)
+        return _Source("fedllm_bench", SftMapping("instruction", "response"))
     root = local_data_root(local_data_dir)
     mapping = HUB_SFT_DATASETS.get(hub_name(dataset_name))
     if mapping is not None:
@@ -205,6 +213,8 @@ def _apply_mapping(dataset: datasets.Dataset, mapping: SftMapping, where: str) -
         out.update({c: batch[c] for c in kept})
         if mapping.category is not None:
             out["category"] = batch[mapping.category]
+        if HISTORY in batch:
+            out[HISTORY] = [[text_value(turn) for turn in turns or []] for turns in batch[HISTORY]]
         return out
 
     dataset = dataset.map(convert, batched=True, remove_columns=dataset.column_names,
@@ -213,7 +223,7 @@ def _apply_mapping(dataset: datasets.Dataset, mapping: SftMapping, where: str) -
         first = _first_occurrences(dataset["instruction"])
         logger.info("Dropped %d rows with repeated instructions", len(dataset) - len(first))
         dataset = dataset.select(first)
-    order = ["instruction", "response", *[c for c in KEPT_COLUMNS if c in dataset.column_names]]
+    order = ["instruction", "response", *[c for c in (*KEPT_COLUMNS, HISTORY) if c in dataset.column_names]]
     return dataset.select_columns(order)
 
 
@@ -229,6 +239,8 @@ def load_sft_dataset(dataset_name: str, local_data_dir: str | None = None,
     if source.kind == "bundled":
         bundled = importlib.import_module("utils.bundled")  # lazy: generators only when asked for
         raw = bundled.load_bundled(dataset_name, split)
+    elif source.kind == "fedllm_bench":
+        raw = load_bench(dataset_name, local_data_dir, split)
     elif source.kind == "hub":
         mapping = source.mapping
         configs = mapping.configs or (mapping.config,)

@@ -30,7 +30,8 @@ def tokenize_sft(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, template_
     counts = FitCounts()
 
     def encode(batch: dict[str, list[str]], indices: list[int]) -> dict[str, list[object]]:
-        prompts = [template.prompt(i, tokenizer) for i in batch["instruction"]]
+        histories = batch.get("history") or [None] * len(batch["instruction"])
+        prompts = [template.sft_prompt(i, h, tokenizer) for i, h in zip(batch["instruction"], histories, strict=True)]
         pairs = zip(batch["instruction"], batch["response"], strict=True)
         completions = [template.completion(i, r, tokenizer) for i, r in pairs]
         prompt_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]

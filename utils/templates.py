@@ -48,6 +48,12 @@ class Template:
             [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
         )
 
+    def sft_prompt(self, instruction: str, history: Sequence[str] | None, tokenizer: PreTrainedTokenizerBase) -> str:
+        """``prompt``, or with ``history`` (earlier turns: user, assistant, ...) the conversation up to it."""
+        if history:
+            return self.conversation_prompt([*history, instruction], tokenizer)
+        return self.prompt(instruction, tokenizer)
+
     def completion(self, instruction: str, response: str, tokenizer: PreTrainedTokenizerBase) -> str:
         """The text the model should produce for ``instruction``, end-of-turn marker included."""
         if self.prompt_format is not None:

@@ -35,8 +35,8 @@ class HeldOutLoss(Benchmark):
                                                   settings.seed)]
 
     def normalize(self, rows: list[Row]) -> list[Row]:
-        return [{"id": i, "instruction": r["instruction"], "response": r["response"], "reference": r["response"]}
-                for i, r in enumerate(rows)]
+        return [{"id": i, "instruction": r["instruction"], "response": r["response"], "reference": r["response"],
+                 "history": r.get("history") or []} for i, r in enumerate(rows)]
 
     def unscorable(self, examples: Sequence[Row], tokenizer: PreTrainedTokenizerBase, settings: EvalSettings) -> int:
         """Rows whose response alone does not fit ``--seq_length`` (``utils.truncation``)."""
