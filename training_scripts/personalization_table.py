@@ -105,11 +105,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--personalize_steps", type=int, default=5, help="local fine-tuning steps (FedAvg's run)")
     parser.add_argument("--ditto_lambda", type=float, default=20.0)
     parser.add_argument("--ifca_clusters", type=int, default=2)
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated runs to include (default: every run of the table: fedavg, fedsa_lora, "
+                             "ditto, ifca for sentiment; fedavg, ditto, ifca for preferences)")
     parser.add_argument("--seed", type=int, default=2023)
     parser.add_argument("--torch_threads", type=int, default=0, help="0: one per available CPU")
     parser.add_argument("--fresh", action="store_true", help="retrain runs that already finished")
     args = parser.parse_args(argv)
     args.output_dir = args.output_dir or f"output/personalization_table/{args.table}"
+    runs = list(dict.fromkeys(row.method for row in TABLES[args.table].rows))
+    args.method_list = runs if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.method_list if m not in runs]
+    if unknown or not args.method_list:
+        raise SystemExit(f"--methods: unknown or empty {unknown}; the {args.table} table runs {', '.join(runs)}")
     args.settings = Settings(args.eval_per_client, args.personalize_steps, args.ditto_lambda, args.ifca_clusters)
     return args
 
@@ -235,12 +243,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
     rounds = num_rounds(args)
     finals: dict[str, dict[str, Any]] = {}
     minutes: dict[str, float | None] = {}
-    for method in dict.fromkeys(row.method for row in table.rows):
+    for method in args.method_list:
         records, seconds = train_or_reuse(runs / method, make_argv(method, args, model, runs), rounds, args.fresh,
                                           lambda evaluate: evaluate, task=table.task)
         finals[method] = next(r for r in reversed(records) if r["round"] == rounds and "per_client" in r)
         minutes[method] = None if seconds is None else seconds / 60
-    rows = {row.label: summarise(finals[row.method], row, table.metric) for row in table.rows}
+    rows = {row.label: summarise(finals[row.method], row, table.metric) for row in table.rows if row.method in finals}
     report = render(args.table, rows, args, model, minutes)
     (out / "results.md").write_text(report)
     (out / "results.json").write_text(json.dumps({"table": args.table, "model": model,
