@@ -106,9 +106,9 @@ def instrument(timings: Timings) -> None:
 
     original_one_round = round_loop.RoundLoop._one_round
 
-    def one_round(self: Any, server_round: int, global_params: Any) -> Any:
-        timings.current_round = server_round + 1
-        return original_one_round(self, server_round, global_params)
+    def one_round(self: Any, round_: Any, global_params: Any) -> Any:
+        timings.current_round = round_.server_round + 1
+        return original_one_round(self, round_, global_params)
 
     round_loop.RoundLoop._one_round = one_round
     round_loop.train_client = timed_wrapper(round_loop.train_client, timings, "train_client")
