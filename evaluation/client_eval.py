@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,12 +49,14 @@ class ClientEvaluation:
 
     @classmethod
     def build(cls, evaluation: RoundEvaluation, column: str | None, mixes: Sequence[dict[Hashable, float]],
-              per_client: int) -> ClientEvaluation:
+              per_client: int, training_texts: set[str]) -> ClientEvaluation:
         """Sets of ``per_client`` examples for each of ``mixes`` (each client's share of every ``column`` value).
 
         ``column`` None (an IID split of data without one): every client's set is a seeded sample
-        of the whole held-out split. A ValueError names the flag when a held-out split lacks
-        ``column`` or a client's values have no held-out example.
+        of the whole held-out split. Only examples that fit ``--seq_length`` are drawn. A
+        ValueError names the flag when a held-out split lacks ``column``, when a client's values
+        have no scorable held-out example, or when every held-out example is a training row
+        (``training_texts``: the training rows' prompts; a single data file is every split at once).
         """
         settings = evaluation.settings
         entries, lower = [], set()
@@ -68,6 +71,14 @@ class ClientEvaluation:
             else:
                 examples, values = entry.benchmark.load_groups(everything, column)
                 client_mixes = mixes
+            if examples and all(prompt_text(example) in training_texts for example in examples):
+                raise ValueError(f"--eval_per_client: every held-out row of {name} is a training row (a single data "
+                                 "file is every split at once), so no client has a held-out set; use a dataset "
+                                 "with a test split (a folder with train* and test* files, a bundled or hub "
+                                 "dataset), or drop --eval_per_client")
+            fits = entry.benchmark.fits(examples, evaluation.tokenizer, settings)
+            examples = [example for example, fit in zip(examples, fits, strict=True) if fit]
+            values = [value for value, fit in zip(values, fits, strict=True) if fit]
             sets = client_eval_indices(values, client_mixes, per_client, settings.seed)
             short = [c for c, rows in enumerate(sets) if len(rows) < per_client]
             if short:
@@ -96,6 +107,11 @@ class ClientEvaluation:
                                                            self.settings)
                 metrics.update({entry.prefix + name: value for name, value in result.metrics.items()})
         return metrics
+
+
+def prompt_text(row: Mapping[str, Any]) -> str:
+    """A row's prompt as text (SFT's instruction, DPO's prompt turns), to compare held-out and training rows."""
+    return str(row.get("instruction", row.get("prompt", "")))
 
 
 def summarise(prefix: str, scores: dict[int, dict[str, float]], lower_is_better: set[str]) -> dict[str, float]:

@@ -60,7 +60,8 @@ def client_eval_indices(
         chosen = np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
         if not len(chosen):
             raise ValueError(f"--eval_per_client: client {client}'s training values {sorted(mix, key=str)} have no "
-                             "example in the test split, so it has no held-out set; use a dataset whose test split "
-                             "covers every client's labels, or drop --eval_per_client")
+                             "scorable example in the test split (one that fits --seq_length), so it has no held-out "
+                             "set; use a dataset whose test split covers every client's labels, raise --seq_length, "
+                             "or drop --eval_per_client")
         sets.append(chosen)
     return sets

@@ -140,9 +140,13 @@ class Benchmark(ABC):
     ) -> BenchmarkResult:
         """Score ``model`` on ``examples``."""
 
+    def fits(self, examples: Sequence[Row], tokenizer: PreTrainedTokenizerBase, settings: EvalSettings) -> list[bool]:
+        """Whether each of ``examples`` can be scored within ``--seq_length`` (all, where it bounds nothing)."""
+        return [True] * len(examples)
+
     def unscorable(self, examples: Sequence[Row], tokenizer: PreTrainedTokenizerBase, settings: EvalSettings) -> int:
-        """How many ``examples`` cannot be scored within ``--seq_length`` (0 for benchmarks it does not bound)."""
-        return 0
+        """How many ``examples`` cannot be scored within ``--seq_length`` (``fits``)."""
+        return sum(not fit for fit in self.fits(examples, tokenizer, settings))
 
 
 class GenerativeBenchmark(Benchmark):

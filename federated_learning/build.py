@@ -19,8 +19,8 @@ from datasets import Dataset
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from config import RunConfig, ScriptArguments, to_dict
-from evaluation.client_eval import ClientEvaluation
+from config import FedArguments, RunConfig, ScriptArguments, to_dict
+from evaluation.client_eval import ClientEvaluation, prompt_text
 from evaluation.client_sets import client_mixes
 from evaluation.registry import EvalSettings
 from evaluation.round_eval import RoundEvaluation
@@ -146,22 +146,28 @@ def build_client_evaluation(
     """``--eval_per_client``: the round benchmarks on each client's own held-out sets (None when it is off).
 
     A client's mix is its share of every ``--partition_column`` value among its training rows; an
-    IID split of data without that column gives every client a sample of the whole held-out split.
+    IID split of data without the default column (``label``) gives every client a sample of the
+    whole held-out split; a column named with ``--partition_column`` that the data lacks is refused.
     """
     script, fed = cfg.script, cfg.fed
     if not script.eval_per_client:
         return None
-    # One data file is every split at once (utils.data_files.read_files): its "test" rows are the training rows.
-    if evaluation is None or Path(script.dataset_name).expanduser().is_file():
+    if evaluation is None:
         raise ValueError(f"--eval_per_client: --dataset_name {script.dataset_name} has no held-out split to draw the "
                          "clients' sets from; use a dataset with a test split (a folder with train* and test* "
                          "files, a bundled or hub dataset), or drop --eval_per_client")
-    if fed.partition_column in dataset.column_names:
-        column: str | None = fed.partition_column
-        mixes = client_mixes(dataset[fed.partition_column], partition)
-    else:
+    column: str | None = fed.partition_column
+    if column in dataset.column_names:
+        mixes = client_mixes(dataset[column], partition)
+    elif column == FedArguments.partition_column:  # the default, which data without labels lacks
         column, mixes = None, [{0: 1.0}] * len(partition)
-    return ClientEvaluation.build(evaluation, column, mixes, script.eval_per_client)
+    else:
+        raise ValueError(f"--eval_per_client: --partition_column {column!r} is not a column of the training set "
+                         f"(its columns: {dataset.column_names}); name the column that holds each row's label, "
+                         "group or user")
+    first = "instruction" if "instruction" in dataset.column_names else "prompt"
+    texts = {prompt_text({first: value}) for value in dataset[first]}
+    return ClientEvaluation.build(evaluation, column, mixes, script.eval_per_client, texts)
 
 
 def exchanged_tensors(model: PeftModel, cfg: RunConfig) -> dict[str, torch.Tensor]:

@@ -160,23 +160,28 @@ class LocalTrainer:
         }
 
     @torch.no_grad()
-    def loss(self, rows: Dataset) -> float:
+    def loss(self, rows: Dataset, seed: int) -> float:
         """The task's training loss of the live model on ``rows``, in eval mode (no dropout, no gradient, no step):
-        the trainer's own batches and loss, averaged over the rows."""
+        the trainer's own batches and loss, their mean weighted by rows. The batches are drawn with ``seed`` (as
+        ``train`` would draw them) without touching the caller's RNG, so the value depends on nothing else."""
         trainer = self.trainer
         trainer.train_dataset = rows
+        trainer.args.seed = seed
+        trainer.args.data_seed = seed
         model = trainer.model
         was_training = model.training
         model.eval()
         total, count = 0.0, 0
         try:
-            for batch in trainer.get_train_dataloader():
-                device = next(model.parameters()).device
-                inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-                size = len(next(iter(batch.values())))
-                with trainer.accelerator.autocast():  # as training runs it (bf16-stored frozen weights need it)
-                    total += float(trainer.compute_loss(model, inputs)) * size
-                count += size
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                for batch in trainer.get_train_dataloader():
+                    device = next(model.parameters()).device
+                    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                    size = len(next(iter(batch.values())))
+                    with trainer.accelerator.autocast():  # as training runs it (bf16-stored frozen weights need it)
+                        total += float(trainer.compute_loss(model, inputs)) * size
+                    count += size
         finally:
             model.train(was_training)
         return total / count
@@ -229,11 +234,13 @@ def train_client(
     cid, server_round = task.client_id, task.server_round
     rows = shard.select(sample_examples(len(shard), task.examples_per_round, task.seed, cid, server_round))
 
+    seed = derive_seed(task.seed, cid, server_round)
+
     def loss_of(state: StateDict) -> float:
         load_start(trainable, state)
-        return local_trainer.loss(rows)
+        return local_trainer.loss(rows, seed)
 
-    start, chosen = algorithm.choose_start(start, payload, loss_of, cid, server_round)
+    start, chosen = algorithm.choose_start(start, payload, loss_of, cid, server_round, task.seed)
     load_start(trainable, start)  # broadcast
     keys = list(trainable)
     kept = algorithm.kept_keys(keys)
@@ -242,7 +249,6 @@ def train_client(
     # The hooks see the state the client really starts from: full-rank shapes, the other components zero.
     anchor = {key: pad_rank(trainable[key], key, value) for key, value in start.items()}
     hooks = algorithm.hooks(payload, anchor, trainable, task.lora_rank)
-    seed = derive_seed(task.seed, cid, server_round)
     with frozen([trainable[key] for key in algorithm.frozen_keys(server_round, keys)]):
         metrics = local_trainer.train(cid, rows, task.learning_rate, seed, hooks)
     metrics.update(chosen)

@@ -64,6 +64,10 @@ def export_personal(checkpoint: Path, output: Path, which: str) -> Path:
         raise ValueError(f"--personal: {checkpoint} holds no client's own weights (not a FedSA-LoRA or Ditto run "
                          "of the simulation: on Flower each SuperNode keeps its client's own); its folder is the "
                          "PEFT adapter the server has")
+    if which == "mean" and load_checkpoint(checkpoint)[2].get("fed_alg") == "ditto":
+        raise ValueError(f"--personal mean: {checkpoint} is a Ditto run, whose adapter file already is the global "
+                         "model (the mean of the clients' personal adapters is no model of the run); export it as it "
+                         "is, or pass a client id")
     if which == "mean":
         clients = sorted(states, key=int)
         kept = weighted_average([states[c] for c in clients], [sizes[c] for c in clients])

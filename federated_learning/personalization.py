@@ -3,16 +3,19 @@ model and local fine-tuning, each scored on the client's held-out set.
 
 At every evaluation of the run, for every client (``evaluation.client_eval``):
 
-- ``per_client``: the global adapter on the client's set;
+- ``per_client``: the global model on the client's set (the one the pooled round evaluation
+  scores: FedSA-LoRA's has the clients' mean B);
 - ``personal`` (methods with a model per client: FedSA-LoRA's own B, Ditto's personal adapter,
   IFCA's cluster): the client's own model, the global adapter with what the client keeps in place
   of it, or the cluster it chose last; a client that has not trained yet has none and is scored
   with the global adapter;
 - ``finetuned`` (``--personalize_steps k``, at the final evaluation only): the standard
   personalisation baseline, each client's model (its personal one where the method keeps one,
-  else the final global adapter) fine-tuned for k local steps of ``--batch_size`` x
+  else the final global model) fine-tuned for k local steps of ``--batch_size`` x
   ``--gradient_accumulation_steps`` examples of its own rows at ``--learning_rate``, with no
-  algorithm hook; the fine-tuned adapters are scored, not kept.
+  algorithm hook (what the method never trains, FFA-LoRA's A, stays frozen; a client of
+  ``--client_lora_ranks`` fine-tunes the full-rank adapter); the fine-tuned adapters are scored,
+  not kept.
 
 Each goes to metrics.jsonl per client (``{"<id>": {metric: value}}``) and summarised over the
 clients as ``<view>_<metric>_{mean,worst,best,std}`` (``per_client_eval_accuracy_mean``, say;
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evaluation.client_eval import summarise
+from federated_learning.client import frozen
 from federated_learning.sampling import derive_seed, sample_examples
 from federated_learning.state import get_state, set_state
 from federated_learning.types import StateDict
@@ -50,13 +54,17 @@ def evaluate_clients(loop: RoundLoop, final: bool) -> dict[str, Any]:
     global_params = get_state(loop.trainable)
     clients = range(evaluation.num_clients)
     try:
+        view = loop.global_view()  # FedSA-LoRA's global model has the clients' mean B
+        if view is not None:
+            set_state(loop.trainable, view)
         scores = {client: evaluation.score(loop.model, client) for client in clients}
+        set_state(loop.trainable, global_params)
         record = _report("per_client", scores, evaluation)
         personal = {client: personal_model(loop, client, global_params) for client in clients}
         if has_personal_models(loop):
             own = {}
             for client, state in personal.items():
-                if state is None:  # no state of its own yet: its model is the global adapter
+                if state is None:  # no state of its own yet: its model is the global one
                     own[client] = scores[client]
                     continue
                 set_state(loop.trainable, state)
@@ -66,7 +74,7 @@ def evaluate_clients(loop: RoundLoop, final: bool) -> dict[str, Any]:
         if final and loop.plan.personalize_steps:
             tuned = {}
             for client in clients:
-                fine_tune(loop, client, personal[client] or global_params)
+                fine_tune(loop, client, personal[client] or view or global_params)
                 tuned[client] = evaluation.score(loop.model, client)
                 set_state(loop.trainable, global_params)
             record.update(_report("finetuned", tuned, evaluation))
@@ -99,8 +107,11 @@ def fine_tune(loop: RoundLoop, client: int, start: StateDict) -> None:
     shard = loop.shards[client]
     # A round index past the last draws rows and a seed no training round used.
     rows = shard.select(sample_examples(len(shard), plan.personalize_examples, plan.seed, client, plan.num_rounds))
-    loop.local_trainer.train(client, rows, plan.learning_rate, derive_seed(plan.seed, client, plan.num_rounds),
-                             max_steps=plan.personalize_steps)
+    # What the method never trains stays untrained here too (FFA-LoRA's A).
+    untrained = loop.client_algorithm.frozen_keys(plan.num_rounds, list(loop.trainable))
+    with frozen([loop.trainable[key] for key in untrained]):
+        loop.local_trainer.train(client, rows, plan.learning_rate, derive_seed(plan.seed, client, plan.num_rounds),
+                                 max_steps=plan.personalize_steps)
 
 
 def _report(view: str, scores: dict[int, dict[str, float]], evaluation: ClientEvaluation) -> dict[str, Any]:

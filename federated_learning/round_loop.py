@@ -314,9 +314,8 @@ class RoundLoop:
         a Ditto client's personal model is not part of it), then each client's (``--eval_per_client``)."""
         assert self.evaluator is not None
         start = time.perf_counter()
-        partial = bool(self.personal.states) and not self.client_algorithm.personal_model
-        global_params = get_state(self.trainable) if partial else {}
-        view = self.personal.mean_view(global_params) if partial else None
+        view = self.global_view()
+        global_params = get_state(self.trainable) if view is not None else {}
         if view is None:
             metrics = self.evaluator(self.model)
         else:
@@ -329,6 +328,14 @@ class RoundLoop:
             metrics.update(evaluate_clients(self, final))
         metrics["eval_seconds"] = time.perf_counter() - start
         return metrics
+
+    def global_view(self) -> StateDict | None:
+        """The global model where it is not the live adapter alone: FedSA-LoRA's, with each client-kept key at the
+        clients' mean (``PersonalStates.mean_view``); None otherwise (a Ditto client's personal model is not part
+        of the global one)."""
+        if not self.personal.states or self.client_algorithm.personal_model:
+            return None
+        return self.personal.mean_view(get_state(self.trainable))
 
     def _write_metrics(self, record: dict[str, Any]) -> None:
         with open(self.run_dir / "metrics.jsonl", "a") as f:

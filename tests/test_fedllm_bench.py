@@ -146,3 +146,13 @@ def test_chatbot_pa_pairs_train_federated_dpo_per_user(tmp_path: Path, tiny_mode
                          "--eval_per_client", "8", "--bf16", "false", "--output_dir", str(tmp_path / "out")])
     final = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
     assert set(final["per_client"]) == {"0", "1"}
+
+
+def test_a_history_column_of_other_local_files_is_left_alone(tmp_path: Path) -> None:
+    """LLaMA-Factory's alpaca files carry history as [[query, answer], ...]; only FedLLM-Bench rows are multi-turn."""
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"instruction": f"q{i}", "response": f"a{i}", "history": [["hi", "hello"]]})
+                            + "\n" for i in range(4)))
+    rows = load_sft_dataset(str(path), None, 0, "train")
+    assert rows.column_names == ["instruction", "response"]
+    assert len(tokenize_sft(rows, build_tiny_tokenizer(), "alpaca", 64)) == 4

@@ -21,6 +21,7 @@ from evaluation.client_sets import client_eval_indices, client_mixes, quotas
 from evaluation.registry import EvalSettings
 from federated_learning.aggregators.ditto import DittoProximalStep
 from federated_learning.aggregators.ifca import Ifca, IfcaClient
+from federated_learning.export import export_personal
 from federated_learning.partition import partition_indices
 from federated_learning.types import ClientUpdate
 from tests.test_algorithms_end_to_end import _data
@@ -167,6 +168,11 @@ def test_ditto_limits_global_pass_and_exact_resume(tmp_path: Path, tiny_model_di
         assert not all(torch.allclose(own[k], t, atol=1e-6) for k, t in _adapter(held, 2).items())
     final = _records(held)[-1]
     assert set(final["personal"]) == {"0", "1", "2"} and "personal_eval_loss_mean" in final
+    with pytest.raises(ValueError, match="is a Ditto run, whose adapter file already is the global model"):
+        export_personal(held / "checkpoint-2", tmp_path / "mean", "mean")
+    exported = export_personal(held / "checkpoint-2", tmp_path / "own", "1")
+    own = load_file(exported / "adapter_model.safetensors")
+    assert all(torch.equal(own[k], t) for k, t in _personal(held / "checkpoint-2", 1).items())
     # Resume after round 1: the same global adapter and the same personal adapters, bit for bit.
     state, adapter = load_file(held / "checkpoint-2" / "federated_state.safetensors"), _adapter(held, 2)
     shutil.rmtree(held / "checkpoint-2")
@@ -211,7 +217,7 @@ def test_bad_flags_are_refused_before_any_work(tmp_path: Path, flags: list[str],
 
 @pytest.mark.slow
 def test_per_client_evaluation_without_held_out_rows_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
-    with pytest.raises(ValueError, match="has no held-out split to draw the clients' sets from"):
+    with pytest.raises(ValueError, match="every held-out row of heldout_loss is a training row"):
         main_sft.main(["--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(_data(tmp_path)),
                        "--output_dir", str(tmp_path / "out"), "--num_clients", "2", "--eval_per_client", "3",
                        "--torch_threads", "1"])
@@ -229,7 +235,8 @@ def test_ifca_averages_within_clusters_and_keeps_the_unchosen_one() -> None:
     assert agg.client_start(0, 0, start) is agg.clusters[0] and set(agg.client_payload(0)) == {"cluster_1", "cluster_2"}
     updates = [_update(0, 1.0, 0, n=1), _update(1, 4.0, 0, n=3), _update(2, -2.0, 2)]
     new = agg.aggregate(start, updates, 1)
-    assert torch.equal(new["w"], torch.full((2,), 3.25))  # (1·1 + 3·4) / 4
+    assert torch.equal(new["w"], torch.full((2,), 3.25))  # (1·1 + 3·4) / 4: cluster 0, the majority's
+    assert torch.equal(agg.clusters[0]["w"], torch.full((2,), 3.25))
     assert torch.equal(agg.clusters[1]["w"], torch.zeros(2))  # no client chose it
     assert torch.equal(agg.clusters[2]["w"], torch.full((2,), -2.0))
     assert agg.assignments == {0: 0, 1: 0, 2: 2} and torch.equal(agg.client_model(2)["w"], torch.full((2,), -2.0))
@@ -240,9 +247,12 @@ def test_ifca_averages_within_clusters_and_keeps_the_unchosen_one() -> None:
     assert all(torch.equal(a["w"], b["w"]) for a, b in zip(restored.clusters, agg.clusters, strict=True))
     with pytest.raises(ValueError, match="not --ifca_clusters 2"):
         Ifca(ifca_clusters=2).load_state_dict(agg.state_dict())
+    # The loop's global adapter follows the clients: once most chose cluster 2 last, it is cluster 2's.
+    later = agg.aggregate(new, [_update(0, 5.0, 2), _update(1, 7.0, 2)], 2)
+    assert agg.majority() == 2 and torch.equal(later["w"], agg.clusters[2]["w"])
 
 
-@pytest.mark.parametrize("cluster", [3, -1, 1.5, None, True, "0"])
+@pytest.mark.parametrize("cluster", [3, -1, 1.5, None, True, "0", float("nan"), float("inf")])
 def test_ifca_refuses_a_reply_naming_no_cluster(cluster: object) -> None:
     agg = Ifca(ifca_clusters=3)
     agg.client_start(0, 0, {"w": torch.zeros(2)})
@@ -251,16 +261,19 @@ def test_ifca_refuses_a_reply_naming_no_cluster(cluster: object) -> None:
 
 
 def test_ifca_client_picks_the_lowest_loss_and_breaks_ties_by_a_seeded_draw() -> None:
-    client = IfcaClient(seed=5)
+    client = IfcaClient()
     states = {"cluster_1": {"w": torch.ones(1)}, "cluster_2": {"w": torch.full((1,), 2.0)}}
     start = {"w": torch.zeros(1)}
-    chosen, metrics = client.choose_start(start, states, lambda s: float((s["w"] - 1).abs()), 0, 0)
+    chosen, metrics = client.choose_start(start, states, lambda s: float((s["w"] - 1).abs()), 0, 0, 5)
     assert chosen is states["cluster_1"] and metrics["cluster"] == 1 and metrics["cluster_loss_2"] == 1.0
-    picks = {client.choose_start(start, states, lambda s: 0.0, c, r)[1]["cluster"] for c in range(6) for r in range(3)}
-    assert picks == {0, 1, 2}  # ties spread over the clusters
-    assert client.choose_start(start, states, lambda s: 0.0, 3, 1) == client.choose_start(start, states,
-                                                                                           lambda s: 0.0, 3, 1)
-    assert client.choose_start(start, {}, lambda s: 1 / 0, 0, 0) == (start, {"cluster": 0})  # K = 1: no loss
+
+    def picks(seed: int) -> list[int]:
+        return [client.choose_start(start, states, lambda s: 0.0, c, r, seed)[1]["cluster"]
+                for c in range(6) for r in range(3)]
+
+    assert set(picks(5)) == {0, 1, 2} and picks(5) == picks(5)  # ties spread over the clusters, seeded
+    assert picks(5) != picks(6)  # by --seed
+    assert client.choose_start(start, {}, lambda s: 1 / 0, 0, 0, 5) == (start, {"cluster": 0})  # K = 1: no loss
 
 
 @pytest.mark.slow
@@ -305,3 +318,47 @@ def test_style_preferences_one_client_per_user_scored_on_its_own_group(tmp_path:
     assert len(groups) == 10 and all(len(g) == 1 for g in groups)  # one user, so one group, per client
     assert sorted(g.pop() for g in groups) == ["concise"] * 5 + ["detailed"] * 5
     assert all(0 < scores["eval_pairs"] <= 5 for scores in final["per_client"].values())  # pairs scored
+
+
+@pytest.mark.slow
+def test_a_single_file_under_local_data_dir_and_an_unknown_column_are_refused(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    _data(tmp_path)  # train.jsonl: one file is every split at once
+    flags = ["--model_name_or_path", str(tiny_model_dir), "--local_data_dir", str(tmp_path), "--dataset_name",
+             "train.jsonl", "--output_dir", str(tmp_path / "out"), "--num_clients", "2", "--eval_per_client", "3",
+             "--torch_threads", "1"]
+    with pytest.raises(ValueError, match="every held-out row of heldout_loss is a training row"):
+        main_sft.main(flags)
+    with pytest.raises(ValueError, match="--partition_column 'group' is not a column of the training set"):
+        _run(tmp_path, tiny_model_dir, "unknown", "--eval_per_client", "3", "--split_strategy", "iid",
+             "--partition_column", "group")
+
+
+@pytest.mark.slow
+def test_fedsa_lora_clients_are_scored_with_the_global_model_the_pooled_evaluation_scores(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """FedSA-LoRA's live adapter keeps LoRA's zero B (no client sends B): scored as it is, it is the base model."""
+    run = _run(tmp_path, tiny_model_dir, "fedsa", "--fed_alg", "fedsa_lora", "--eval_per_client", "4")
+    first, final = (r for r in _records(run) if "per_client" in r)
+    assert final["per_client"] != first["per_client"]  # the mean B moved it
+    assert final["personal"] != final["per_client"]
+
+
+def test_the_loss_a_client_compares_clusters_by_depends_on_its_seed_only(tmp_path: Path,
+                                                                         tiny_model_dir: Path) -> None:
+    from federated_learning.cli import parse_run
+    from federated_learning.run import prepare
+
+    cfg = parse_run("sft", ["--model_name_or_path", str(tiny_model_dir), "--num_clients", "2", "--max_steps", "1",
+                            "--batch_size", "2", "--torch_threads", "1", "--eval_samples", "0", "--seq_length", "96",
+                            "--dataset_sample", "60", "--output_dir", str(tmp_path)])
+    loop = prepare(cfg).loop
+    rows = loop.shards[0].select(list(range(7)))
+    torch.manual_seed(1)
+    first = loop.local_trainer.loss(rows, 11)
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    assert loop.local_trainer.loss(rows, 11) == first
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left as it was

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 # Columns a split or a per-client evaluation may partition by: labels, categories, natural user / group ids.
 KEPT_COLUMNS = ("label", "category", "group", "user")
-HISTORY = "history"  # optional: a multi-turn row's earlier turns (user, assistant, ...) before its instruction
+HISTORY = "history"  # FedLLM-Bench's multi-turn rows: the earlier turns (user, assistant, ...) before the instruction
 _LOCAL_SCHEMA = ("instruction + response, or instruction + input + output (alpaca format; input "
                  "may be absent); optional label / category / group / user columns are kept")
 
@@ -195,8 +195,10 @@ def _first_occurrences(values: Any) -> list[int]:
     return first
 
 
-def _apply_mapping(dataset: datasets.Dataset, mapping: SftMapping, where: str) -> datasets.Dataset:
-    """Build instruction / response (+ label / category) columns and drop everything else."""
+def _apply_mapping(dataset: datasets.Dataset, mapping: SftMapping, where: str, history: bool = False
+                   ) -> datasets.Dataset:
+    """Build instruction / response (+ label / category / group / user) columns and drop everything else;
+    ``history``: keep the earlier turns of multi-turn rows (the FedLLM-Bench loader's ``history`` column)."""
     missing = [c for c in mapping.required if c not in dataset.column_names]
     if missing:
         raise ValueError(f"{where}: missing column(s) {', '.join(missing)} (has: "
@@ -213,8 +215,8 @@ def _apply_mapping(dataset: datasets.Dataset, mapping: SftMapping, where: str) -
         out.update({c: batch[c] for c in kept})
         if mapping.category is not None:
             out["category"] = batch[mapping.category]
-        if HISTORY in batch:
-            out[HISTORY] = [[text_value(turn) for turn in turns or []] for turns in batch[HISTORY]]
+        if history:
+            out[HISTORY] = batch[HISTORY]
         return out
 
     dataset = dataset.map(convert, batched=True, remove_columns=dataset.column_names,
@@ -223,7 +225,8 @@ def _apply_mapping(dataset: datasets.Dataset, mapping: SftMapping, where: str) -
         first = _first_occurrences(dataset["instruction"])
         logger.info("Dropped %d rows with repeated instructions", len(dataset) - len(first))
         dataset = dataset.select(first)
-    order = ["instruction", "response", *[c for c in (*KEPT_COLUMNS, HISTORY) if c in dataset.column_names]]
+    order = ["instruction", "response", *[c for c in KEPT_COLUMNS if c in dataset.column_names],
+             *([HISTORY] if history else [])]
     return dataset.select_columns(order)
 
 
@@ -250,7 +253,7 @@ def load_sft_dataset(dataset_name: str, local_data_dir: str | None = None,
         raw = read_files(source.path, source.mapping.config if source.mapping else None, split)
     where = str(source.path) if source.path is not None else f"--dataset_name {dataset_name}"
     mapping = source.mapping or _local_mapping(raw.column_names, where)
-    dataset = _apply_mapping(raw, mapping, where)
+    dataset = _apply_mapping(raw, mapping, where, history=source.kind == "fedllm_bench" and HISTORY in raw.column_names)
     if len(dataset) == 0:
         raise ValueError(f"{where}: the {split} split has no rows.")
     dataset = dataset.shuffle(seed=seed)

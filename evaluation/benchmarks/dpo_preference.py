@@ -96,15 +96,15 @@ class DPOPreference(Benchmark):
     def normalize(self, rows: list[Row]) -> list[Row]:
         return [{"id": i, **row, "reference": "chosen"} for i, row in enumerate(rows)]
 
-    def unscorable(self, examples: Sequence[Row], tokenizer: PreTrainedTokenizerBase, settings: EvalSettings) -> int:
-        """Pairs of which an answer alone does not fit ``--seq_length`` (``utils.truncation``)."""
+    def fits(self, examples: Sequence[Row], tokenizer: PreTrainedTokenizerBase, settings: EvalSettings) -> list[bool]:
+        """False for pairs of which an answer alone does not fit ``--seq_length`` (``utils.truncation``)."""
         from utils.dpo_tokenize import render_preference_row
         from utils.templates import get_template
 
         template = get_template(settings.template)
         rendered = [render_preference_row(ex, template, tokenizer) for ex in examples]
-        return sum(not (tokenize_pair(tokenizer, p, c, settings.seq_length)[0]
-                        and tokenize_pair(tokenizer, p, r, settings.seq_length)[0]) for p, c, r in rendered)
+        return [bool(tokenize_pair(tokenizer, p, c, settings.seq_length)[0]
+                     and tokenize_pair(tokenizer, p, r, settings.seq_length)[0]) for p, c, r in rendered]
 
     def _reference_logprobs(self, model: torch.nn.Module, score: callable, settings: EvalSettings
                             ) -> list[CompletionLogProb]:

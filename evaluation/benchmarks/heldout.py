@@ -38,11 +38,11 @@ class HeldOutLoss(Benchmark):
         return [{"id": i, "instruction": r["instruction"], "response": r["response"], "reference": r["response"],
                  "history": r.get("history") or []} for i, r in enumerate(rows)]
 
-    def unscorable(self, examples: Sequence[Row], tokenizer: PreTrainedTokenizerBase, settings: EvalSettings) -> int:
-        """Rows whose response alone does not fit ``--seq_length`` (``utils.truncation``)."""
+    def fits(self, examples: Sequence[Row], tokenizer: PreTrainedTokenizerBase, settings: EvalSettings) -> list[bool]:
+        """False for rows whose response alone does not fit ``--seq_length`` (``utils.truncation``)."""
         prompts, completions = render_rows(examples, tokenizer, settings.template)
-        return sum(not tokenize_pair(tokenizer, p, c, settings.seq_length)[0]
-                   for p, c in zip(prompts, completions, strict=True))
+        return [bool(tokenize_pair(tokenizer, p, c, settings.seq_length)[0])
+                for p, c in zip(prompts, completions, strict=True)]
 
     def evaluate(
         self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, examples: list[Row], settings: EvalSettings

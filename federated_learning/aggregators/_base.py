@@ -95,12 +95,12 @@ class ClientAlgorithm:
 
     def choose_start(
         self, start: StateDict, payload: Mapping[str, StateDict], loss_of: Callable[[StateDict], float],
-        client_id: int, server_round: int,
+        client_id: int, server_round: int, seed: int,
     ) -> tuple[StateDict, dict[str, float]]:
         """The state this client trains from this round, and metrics saying why (default: ``start``, none).
 
         ``loss_of(state)`` is the task's loss of ``state`` on the client's rows of this round (IFCA
-        picks the cluster model with the lowest).
+        picks the cluster model with the lowest); ``seed`` the run's ``--seed``.
         """
         return start, {}
 

@@ -9,17 +9,21 @@ paper's model-averaging option, Algorithm 2):
 
 a cluster no client chose keeps its adapter. ĵ_i is in metrics.jsonl as ``client_metrics.<i>.cluster``
 (with the K losses as ``cluster_loss_<j>``), every round. The round loop's global adapter
-(checkpointed, scored by the pooled round evaluation) is cluster 0's; each client's
-own model for ``--eval_per_client`` is the cluster it chose last (a client never sampled: cluster
-0). The server checks every reply against the cluster it names (a cluster that does not exist
-is refused). With K = 1 no loss is computed and IFCA is FedAvg, byte for byte (tested).
+(checkpointed, scored by the pooled round evaluation) is the majority cluster's, the one most
+clients chose last; each client's own model for ``--eval_per_client`` is the cluster it chose last
+(a client never sampled: the global adapter). A cluster that no client has chosen is warned about
+every round: once another cluster has trained, an untrained one rarely wins a client's loss
+comparison again, and IFCA then runs as FedAvg on fewer clusters. The server checks every reply
+against the cluster it names (a cluster that does not exist is refused). With K = 1 no loss is
+computed and IFCA is FedAvg, byte for byte (tested).
 
 Deliberate differences: the paper draws the K initial models at random; a LoRA adapter starts with
 B = 0, so every such draw is the same function and every cluster's loss is equal, so all K start
 from the run's initial adapter and a client breaks ties between equal losses with a seeded draw
 per (client, round) (the first round spreads the clients over the clusters at random; they
 separate from there). The losses are the task's training loss (SFT's token loss, DPO's loss) in
-eval mode on the round's rows. Clusters travel uncompressed (``--upload_codec``/``--download_codec``
+eval mode on the round's rows, batched as training would batch them (seeded per client and round,
+so a resumed run computes the same values). Clusters travel uncompressed (``--upload_codec``/``--download_codec``
 none); IFCA runs in the simulation (not validated on Flower yet).
 """
 
@@ -47,13 +51,9 @@ PAYLOAD_PREFIX = "cluster_"  # payload keys of the other clusters: cluster_1 .. 
 class IfcaClient(ClientAlgorithm):
     """Picks the cluster whose adapter has the lowest loss on its rows, then trains it as FedAvg does."""
 
-    def __init__(self, *, seed: int = 0) -> None:
-        """``seed``: the run's --seed, for breaking ties between equal losses."""
-        self.seed = seed
-
     def choose_start(
         self, start: StateDict, payload: Mapping[str, StateDict], loss_of: Callable[[StateDict], float],
-        client_id: int, server_round: int,
+        client_id: int, server_round: int, seed: int,
     ) -> tuple[StateDict, dict[str, float]]:
         """Cluster 0 is ``start``, the others come in the payload; the lowest loss wins (ties: seeded draw)."""
         others = sorted((k for k in payload if k.startswith(PAYLOAD_PREFIX)),
@@ -64,7 +64,7 @@ class IfcaClient(ClientAlgorithm):
         losses = [loss_of(state) for state in candidates]
         best = min(losses)
         tied = [j for j, loss in enumerate(losses) if loss == best]
-        draw = random.Random(f"ifca/{self.seed}/{client_id}/{server_round}")
+        draw = random.Random(f"ifca/{seed}/{client_id}/{server_round}")
         choice = tied[0] if len(tied) == 1 else draw.choice(tied)
         return candidates[choice], {CLUSTER: choice, **{f"cluster_loss_{j}": loss for j, loss in enumerate(losses)}}
 
@@ -93,7 +93,7 @@ class Ifca(FedAvg):
             raise ValueError("the IFCA clusters of the checkpoint do not fit this run's adapter")
 
     def client_start(self, client_id: int, server_round: int, global_params: StateDict) -> StateDict:
-        """Cluster 0 (the loop's global adapter); the other clusters go in the payload."""
+        """Cluster 0; the other clusters go in the payload."""
         self._allocate(global_params)
         return self.clusters[0]
 
@@ -104,8 +104,8 @@ class Ifca(FedAvg):
     def _cluster_of(self, update: ClientUpdate) -> int | str:
         """The cluster ``update`` names, or why it names none of the K."""
         cluster = update.metrics.get(CLUSTER) if isinstance(update.metrics, Mapping) else None
-        if isinstance(cluster, bool) or not isinstance(cluster, Integral | float) or cluster != int(cluster) \
-                or not 0 <= int(cluster) < self.num_clusters:
+        whole = isinstance(cluster, Integral) or (isinstance(cluster, float) and cluster.is_integer())
+        if isinstance(cluster, bool) or not whole or not 0 <= int(cluster) < self.num_clusters:
             return f"it names cluster {cluster!r}, not one of 0..{self.num_clusters - 1}"
         return int(cluster)
 
@@ -115,12 +115,12 @@ class Ifca(FedAvg):
         return cluster if isinstance(cluster, str) else self.clusters[cluster]
 
     def client_model(self, client_id: int) -> StateDict | None:
-        """The cluster ``client_id`` chose last (None before it was sampled)."""
+        """The cluster ``client_id`` chose last (None before it was sampled: then the global adapter)."""
         cluster = self.assignments.get(client_id)
         return None if cluster is None else self.clusters[cluster]
 
     def aggregate(self, global_params: StateDict, updates: Sequence[ClientUpdate], server_round: int) -> StateDict:
-        """FedAvg within each cluster some client chose; return cluster 0 (the loop's global adapter)."""
+        """FedAvg within each cluster some client chose; return the majority cluster (the loop's global adapter)."""
         self._allocate(global_params)
         members: dict[int, list[ClientUpdate]] = {}
         for update in updates:
@@ -134,7 +134,16 @@ class Ifca(FedAvg):
             self.clusters[cluster] = super().aggregate(self.clusters[cluster], chosen, server_round)
         logger.info("round %d: IFCA clusters %s", server_round,
                     {j: sorted(u.client_id for u in members.get(j, [])) for j in range(self.num_clusters)})
-        return {k: t.clone() for k, t in self.clusters[0].items()}
+        empty = sorted(set(range(self.num_clusters)) - set(self.assignments.values()))
+        if empty:
+            logger.warning("round %d: IFCA clusters %s are no client's choice (yet): every client trained so far "
+                           "prefers another", server_round, empty)
+        return {k: t.clone() for k, t in self.clusters[self.majority()].items()}
+
+    def majority(self) -> int:
+        """The cluster most clients chose last (ties: the lowest index; 0 before any round)."""
+        counts = [list(self.assignments.values()).count(j) for j in range(self.num_clusters)]
+        return max(range(self.num_clusters), key=lambda j: (counts[j], -j))
 
     def state_dict(self) -> dict[str, Any]:
         """The K cluster adapters and every client's last cluster (absent before the first round)."""
