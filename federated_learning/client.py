@@ -233,7 +233,6 @@ def train_client(
     """
     cid, server_round = task.client_id, task.server_round
     rows = shard.select(sample_examples(len(shard), task.examples_per_round, task.seed, cid, server_round))
-
     seed = derive_seed(task.seed, cid, server_round)
 
     def loss_of(state: StateDict) -> float:
