@@ -26,6 +26,8 @@ CLIENT_WEIGHTINGS = ("num_examples", "uniform")
 UPLOAD_CODECS = ("none", "bf16", "fp16", "int8", "topk")
 DOWNLOAD_CODECS = ("none", "bf16", "fp16", "int8")
 INT8_SCALES = ("tensor", "row")
+UPDATE_NORM_BOUNDS = ("reject", "clip")
+ATTACKS = ("none", "scale", "sign_flip", "random")  # federated_learning/attacks.py implements them
 
 
 @dataclass
@@ -169,7 +171,13 @@ class FedArguments:
     )
     max_update_norm: float = field(
         default=0.0,
-        metadata={"help": "reject a client update whose L2 norm ||y - x|| over the adapter exceeds this (0: no bound)"},
+        metadata={"help": "bound C on a client update's L2 norm ||y - x|| over the adapter (0: no bound); what "
+                          "happens above it: --update_norm_bound"},
+    )
+    update_norm_bound: str = field(
+        default="reject",
+        metadata={"help": "an update above --max_update_norm C: reject (left out of the round) or clip (scaled to "
+                          "norm C, Sun et al. 2019's norm bounding; then aggregated by any --fed_alg)"},
     )
     client_lora_ranks: str | None = field(
         default=None,
@@ -192,6 +200,16 @@ class FedArguments:
         metadata={"help": "Ditto: pull λ of each personal adapter toward the global one (each local step moves it "
                           "η·λ/(1+η·λ) of the way; 0: local training)"},
     )
+    trim_fraction: float = field(
+        default=0.2,
+        metadata={"help": "fedtrimmedavg: the fraction β of the largest and of the smallest values left out of each "
+                          "coordinate's mean (floor(β·n) each side of n updates; in [0, 0.5))"},
+    )
+    num_malicious: int = field(
+        default=0,
+        metadata={"help": "krum, multikrum: the number f of Byzantine clients a round may hold (the paper's f; "
+                          "needs --sample_clients > 2f + 2)"},
+    )
     upload_codec: str = field(
         default="none",
         metadata={"help": "how client updates travel: none, bf16, fp16, int8 or topk (with error feedback); "
@@ -210,6 +228,14 @@ class FedArguments:
     stochastic_rounding: bool = field(
         default=False, metadata={"help": "int8 codec: unbiased stochastic rounding instead of round-to-nearest"}
     )
+    attack: str = field(
+        default="none",
+        metadata={"help": "simulated poisoning (simulation only): none, scale (send x + s·Δ), sign_flip (x - s·Δ) or "
+                          "random (x + Gaussian noise of norm s·||Δ||), Δ the client's honest update, s "
+                          "--attack_scale; by the clients of --attack_clients"},
+    )
+    attack_clients: str = field(default="0", metadata={"help": "--attack: the malicious client ids, comma-separated"})
+    attack_scale: float = field(default=10.0, metadata={"help": "--attack: the factor s (> 0)"})
     comm_budget_mb: float = field(
         default=0.0,
         metadata={"help": "stop (final checkpoint and evaluation) before a round would take the bytes sent up "

@@ -26,8 +26,9 @@ from evaluation.registry import EvalSettings
 from evaluation.round_eval import RoundEvaluation
 from federated_learning.aggregators import build_aggregator, build_client_algorithm, resolve_fed_alg
 from federated_learning.aggregators._registry import aggregator_class
+from federated_learning.attacks import Attack
 from federated_learning.checkpoint import load_checkpoint
-from federated_learning.checks import client_ranks
+from federated_learning.checks import client_ranks, parse_attack_clients
 from federated_learning.client import LocalTrainer
 from federated_learning.merged_delta import attach_merged_deltas
 from federated_learning.partition import ClientRows, partition_indices
@@ -212,6 +213,7 @@ def build_round_loop(
         eval_every=script.eval_every,
         client_weighting=fed.client_weighting,
         max_update_norm=fed.max_update_norm,
+        update_norm_bound=fed.update_norm_bound,
         client_ranks=client_ranks(cfg),
         comm_budget_mb=fed.comm_budget_mb,
         personalize_steps=script.personalize_steps,
@@ -231,6 +233,9 @@ def build_round_loop(
         client_sizes=client_sizes if client_sizes is not None else {cid: len(rows) for cid, rows in enumerate(shards)},
         wire=Wire.from_flags(fed, script.seed),
         client_evaluation=client_evaluation,
+        attack=None if fed.attack == "none" else Attack(fed.attack, parse_attack_clients(fed.attack_clients,
+                                                                                           fed.num_clients),
+                                                      fed.attack_scale, script.seed),
     )
     if script.resume_from_checkpoint is not None:
         if client_runner is not None and loop.client_algorithm.keeps_personal_state():

@@ -8,16 +8,20 @@ Each failure is a ValueError naming the flag and the fix; the command line print
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
 from config import (
+    ATTACKS,
     CLIENT_WEIGHTINGS,
     DOWNLOAD_CODECS,
     INT8_SCALES,
     SPLIT_STRATEGIES,
     TORCH_DTYPES,
+    UPDATE_NORM_BOUNDS,
     UPLOAD_CODECS,
+    FedArguments,
     RunConfig,
 )
 from federated_learning.aggregators import resolve_fed_alg
@@ -150,6 +154,11 @@ def validate_flags(cfg: RunConfig) -> None:
                              "--download_codec (none)")
     if not fed.max_update_norm >= 0:
         raise ValueError(f"--max_update_norm must be 0 (no bound) or positive, got {fed.max_update_norm}")
+    _choice("--update_norm_bound", fed.update_norm_bound, UPDATE_NORM_BOUNDS)
+    if fed.update_norm_bound == "clip" and not fed.max_update_norm:
+        raise ValueError("--update_norm_bound clip needs the bound: pass --max_update_norm C (> 0)")
+    _check_robust(fed, fed_alg.name)
+    _check_attack(fed, fed_alg.name)
     if script.load_in_8bit and script.load_in_4bit:
         raise ValueError("--load_in_8bit and --load_in_4bit are exclusive; pass only one of them")
     if not script.use_peft:
@@ -171,6 +180,42 @@ def validate_flags(cfg: RunConfig) -> None:
             raise ValueError(f"--client_lora_ranks: --fed_alg {fed.fed_alg} trains every client at the global rank; "
                              f"use one of {', '.join(CLIENT_RANK_ALGORITHMS)}, or drop the flag")
     _check_writable(script.output_dir)
+
+
+def _check_robust(fed: FedArguments, name: str) -> None:
+    """Krum's n > 2f + 2 and a trimmed mean that trims something, for the clients sampled per round."""
+    n, f = fed.sample_clients, fed.num_malicious
+    if name in ("krum", "multikrum") and not n > 2 * f + 2:
+        raise ValueError(f"--fed_alg {name} needs --sample_clients > 2 --num_malicious + 2 (Blanchard et al.'s "
+                         f"n > 2f + 2), got {n} clients for f = {f}; sample at least {2 * f + 3}")
+    if name == "fedtrimmedavg" and fed.trim_fraction > 0 and math.floor(fed.trim_fraction * n + 1e-9) == 0:
+        raise ValueError(f"--trim_fraction {fed.trim_fraction:g} of --sample_clients {n} trims nothing (floor(β·n) = "
+                         f"0); sample at least {math.ceil(1 / fed.trim_fraction - 1e-9)} clients, or raise it")
+
+
+def parse_attack_clients(spec: str, num_clients: int) -> frozenset[int]:
+    """``--attack_clients`` "0,3" -> {0, 3}; a ValueError naming the flag for anything but existing client ids."""
+    try:
+        ids = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError as err:
+        raise ValueError(f"--attack_clients {spec!r}: give client ids separated by commas, e.g. 0,3") from err
+    if not ids or any(not 0 <= cid < num_clients for cid in ids):
+        raise ValueError(f"--attack_clients {spec!r}: ids must be 0 .. {num_clients - 1} (--num_clients {num_clients})")
+    return frozenset(ids)
+
+
+def _check_attack(fed: FedArguments, name: str) -> None:
+    """``--attack``: a known kind, a positive scale, existing clients; not with IFCA (a client's start is its
+    cluster's, which the attack does not see)."""
+    _choice("--attack", fed.attack, ATTACKS)
+    if fed.attack == "none":
+        return
+    if not (math.isfinite(fed.attack_scale) and fed.attack_scale > 0):
+        raise ValueError(f"--attack_scale must be a positive number, got {fed.attack_scale}")
+    parse_attack_clients(fed.attack_clients, fed.num_clients)
+    if name == "ifca":
+        raise ValueError("--attack: IFCA's clients train the cluster they choose, which the simulated attack does "
+                         "not see; use another --fed_alg")
 
 
 def client_ranks(cfg: RunConfig) -> dict[int, int]:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from evaluation.client_eval import ClientEvaluation
 from federated_learning.aggregators import Aggregator, ClientAlgorithm
+from federated_learning.attacks import Attack
 from federated_learning.checkpoint import save_checkpoint
 from federated_learning.client import LocalTrainer, RoundTask, train_client
 from federated_learning.codecs import build_codec
@@ -33,7 +34,7 @@ from federated_learning.sampling import sample_clients
 from federated_learning.state import get_state, num_bytes, set_state
 from federated_learning.traffic import Traffic, round_cost
 from federated_learning.types import ClientUpdate, StateDict
-from federated_learning.updates import UnreadableReply, numeric_metrics, rejection_reason
+from federated_learning.updates import UnreadableReply, clip_update, numeric_metrics, rejection_reason, update_norm
 from federated_learning.wire import EncodedState, EncodedUpdate, Wire
 from utils.schedule import cosine_learning_rate
 
@@ -79,7 +80,8 @@ class RoundPlan:
     save_model_freq: int
     eval_every: int = 0
     client_weighting: str = "num_examples"  # "uniform": every accepted update weighs 1 (n_i = 1)
-    max_update_norm: float = 0.0  # > 0: an update with ||y - x|| above it is rejected
+    max_update_norm: float = 0.0  # > 0: the bound C on ||y - x|| of every update
+    update_norm_bound: str = "reject"  # above C: "reject" (left out) or "clip" (scaled to norm C)
     client_ranks: dict[int, int] = field(default_factory=dict)  # --client_lora_ranks; empty: the global rank
     comm_budget_mb: float = 0.0  # > 0: stop before a round would take the run's bytes (up + down) past it
     personalize_steps: int = 0  # --personalize_steps: local fine-tuning steps of the final per-client evaluation
@@ -108,6 +110,7 @@ class RoundLoop:
     residuals: dict[int, StateDict] = field(default_factory=dict)  # error feedback of clients trained here
     traffic: Traffic = field(default_factory=Traffic)  # the bytes the run has moved
     client_evaluation: ClientEvaluation | None = None  # --eval_per_client: each client's held-out sets
+    attack: Attack | None = None  # --attack: what the malicious clients trained here send instead
     _kept: dict[int, StateDict] = field(default_factory=dict, init=False, repr=False)  # until screened
     _evaluated: int | None = field(default=None, init=False, repr=False)  # the last round this run evaluated
 
@@ -242,6 +245,11 @@ class RoundLoop:
         }
         if rejected:
             record["rejected_clients"] = rejected
+        clipped = [int(cid) for cid, metrics in client_metrics.items() if "clipped_from_norm" in metrics]
+        if clipped:
+            record["clipped_clients"] = clipped
+        if updates and self.aggregator.round_record():
+            record["aggregation"] = self.aggregator.round_record()
         return global_params, record
 
     def _screen(
@@ -254,6 +262,7 @@ class RoundLoop:
         accepted: list[ClientUpdate] = []
         client_metrics: dict[str, dict[str, Any]] = {}
         rejected: list[int] = []
+        clip = self.plan.update_norm_bound == "clip" and self.plan.max_update_norm > 0
         for reply, task, start in zip(replies, tasks, starts, strict=True):
             cid, server_round = task.client_id, task.server_round
             expected = {key: start[key] for key in self.aggregator.client_class.sent_keys(server_round, start)}
@@ -270,9 +279,15 @@ class RoundLoop:
             else:
                 size = None if self.client_sizes is None else self.client_sizes.get(cid)
                 reason = rejection_reason(expected, update, max_examples=size,
-                                          max_update_norm=self.plan.max_update_norm,
+                                          max_update_norm=None if clip else self.plan.max_update_norm,
                                           required_extras=self.aggregator.required_extras)
             metrics = numeric_metrics(update.metrics) if reason is None else {}
+            if reason is None:
+                metrics["update_norm"] = update_norm(expected, update.params)  # ||y - x|| as received
+            if reason is None and clip:
+                update, norm = clip_update(expected, update, self.plan.max_update_norm)
+                if norm > self.plan.max_update_norm:
+                    metrics["clipped_from_norm"] = norm
             metrics["bytes_uploaded"] = float(getattr(reply, "bytes_uploaded", 0))
             metrics["bytes_downloaded"] = float(reply.bytes_downloaded)
             if reason is None:
@@ -300,6 +315,8 @@ class RoundLoop:
             update, kept = train_client(self.local_trainer, self.trainable, self.client_algorithm, task,
                                         self.shards[cid], start, payload, self.personal.get(cid))
             self._kept[cid] = kept
+            if self.attack is not None:
+                update = self.attack.apply(update, start, task.server_round)
             reply, residual = self.wire.encode_update(update, start, self.residuals.get(cid), task.server_round)
             if residual:
                 self.residuals[cid] = residual

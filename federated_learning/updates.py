@@ -6,11 +6,12 @@ extras (SCAFFOLD's control-variate delta, ...) are shaped like the adapter and f
 count is a whole number with ``0 < num_examples`` (and at most the client's partition, where the
 server knows it), its training loss is a finite number, no value of ``y - x`` overflows the
 server's float32 arithmetic, and, with ``--max_update_norm`` C, its update ``||y - x||`` (over the
-whole adapter) is at most C. Extras the algorithm requires (SCAFFOLD's ``delta_c``) must be there
-with every adapter key; extras are checked for shape and finiteness, not bounded in size (the norm
-bound is on the adapter). Otherwise -- or when the transport could not read the reply at all (an
-``UnreadableReply``) -- the update is left out of the round with a warning naming the client and the
-reason, and the reason is recorded in metrics.jsonl; the round goes on with the other updates.
+whole adapter) is at most C (``--update_norm_bound reject``, the default; with ``clip`` a longer
+update is scaled to norm C instead, ``clip_update``). Extras the algorithm requires (SCAFFOLD's
+``delta_c``) must be there with every adapter key; extras are checked for shape and finiteness, not
+bounded in size (the norm bound is on the adapter). Otherwise -- or when the transport could not
+read the reply at all (an ``UnreadableReply``) -- the update is left out of the round with a warning
+naming the client and the reason, and the reason is recorded in metrics.jsonl; the round goes on with the other updates.
 """
 
 from __future__ import annotations
@@ -121,6 +122,24 @@ def rejection_reason(
         if norm > max_update_norm:
             return f"update norm {norm:.4g} exceeds --max_update_norm {max_update_norm:g}"
     return None
+
+
+@torch.no_grad()
+def clip_update(global_params: StateDict, update: ClientUpdate, max_norm: float) -> tuple[ClientUpdate, float]:
+    """Norm bounding (Sun et al., 2019, "Can You Really Backdoor Federated Learning?"): ``update`` with its
+    adapter moved to y' = x + (y - x) · min(1, C / ||y - x||), C = ``max_norm``, and ||y - x|| before.
+
+    The bound is over the whole adapter (the keys of ``global_params``, what the client was to send);
+    extras (SCAFFOLD's control-variate delta) are left as they are. A client within the bound is
+    returned as it is.
+    """
+    norm = update_norm(global_params, update.params)
+    if norm <= max_norm:
+        return update, norm
+    scale = max_norm / norm
+    params = {k: (x.double() + (update.params[k].double() - x.double()) * scale).to(update.params[k].dtype)
+              for k, x in global_params.items()}
+    return ClientUpdate(update.client_id, params, update.num_examples, update.metrics, update.extras), norm
 
 
 def numeric_metrics(metrics: Mapping[object, object]) -> dict[str, float | int]:

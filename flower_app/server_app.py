@@ -53,6 +53,20 @@ def shard_sizes(task: Task, cfg: RunConfig, exclude: set[int]) -> dict[int, int]
     return sizes
 
 
+def refuse_simulation_only(cfg: RunConfig) -> None:
+    """A ValueError naming the flag of what runs only in the simulation (main_*.py)."""
+    if cfg.script.eval_per_client:
+        raise ValueError("--eval_per_client: each client's held-out set and personal model live on its SuperNode, "
+                         "which a Flower server does not evaluate; run the per-client evaluation in the simulation "
+                         "(main_*.py), or drop the flag")
+    if cfg.fed.attack != "none":
+        raise ValueError(f"--attack {cfg.fed.attack}: the simulated poisoning runs in the simulation (main_*.py); on "
+                         "Flower a malicious client is a SuperNode running its own code")
+    if resolve_fed_alg(cfg.fed.fed_alg).name == "ifca":
+        raise ValueError("--fed_alg ifca is not validated on Flower yet (no test carries its cluster payloads and "
+                         "choices through a deployment); run it in the simulation (main_*.py)")
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run every round of the federated fine-tuning the run config describes."""
@@ -63,13 +77,7 @@ def main(grid: Grid, context: Context) -> None:
     # Every check that needs no model happens before waiting for nodes or loading the model.
     validate_flags(cfg)
     task.validate(cfg)
-    if cfg.script.eval_per_client:
-        raise ValueError("--eval_per_client: each client's held-out set and personal model live on its SuperNode, "
-                         "which a Flower server does not evaluate; run the per-client evaluation in the simulation "
-                         "(main_*.py), or drop the flag")
-    if resolve_fed_alg(cfg.fed.fed_alg).name == "ifca":
-        raise ValueError("--fed_alg ifca is not validated on Flower yet (no test carries its cluster payloads and "
-                         "choices through a deployment); run it in the simulation (main_*.py)")
+    refuse_simulation_only(cfg)
     validate_model_source(cfg.script.model_name_or_path)
     set_threads(cfg.script.torch_threads)
     node_of, own_data = map_clients(grid, cfg.fed.num_clients, settings.node_timeout)

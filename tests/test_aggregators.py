@@ -213,7 +213,8 @@ def _effective(x: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def test_registry_has_every_issue_algorithm() -> None:
     expected = {"fedavg", "fedprox", "scaffold", "fedavgm", "fedadagrad", "fedyogi", "fedadam",
-                "ffa_lora", "fedsa_lora", "flora", "flexlora", "fedex_lora", "rolora", "hetlora", "ditto", "ifca"}
+                "ffa_lora", "fedsa_lora", "flora", "flexlora", "fedex_lora", "rolora", "hetlora", "ditto", "ifca",
+                "fedmedian", "fedtrimmedavg", "krum", "multikrum"}
     assert set(available_aggregators()) == expected
 
 

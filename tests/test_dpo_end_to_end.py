@@ -28,6 +28,7 @@ from federated_learning.client import LocalTrainer
 from federated_learning.partition import client_rows
 from federated_learning.state import get_state, trainable_parameters
 from federated_learning.tasks import get_task
+from tests.test_robust import ROBUST
 from utils.constants import REF_ADAPTER
 from utils.dpo_data import load_dpo_dataset
 from utils.dpo_tokenize import render_preference_row, tokenize_dpo
@@ -69,7 +70,8 @@ LORA_AWARE = ("ffa_lora", "fedsa_lora", "flora", "flexlora", "fedex_lora", "rolo
 @pytest.mark.parametrize("fed_alg", [a for a in available_aggregators() if a not in LORA_AWARE])
 def test_every_algorithm_runs_two_dpo_rounds(tmp_path: Path, tiny_model_dir: Path, fed_alg: str) -> None:
     data = write_pairs(tmp_path / "data")
-    run_dir = main_dpo.main(argv(tmp_path, tiny_model_dir, data, "--fed_alg", fed_alg, "--run_name", fed_alg))
+    robust = ["--sample_clients", "3", "--trim_fraction", "0.34"] if fed_alg in ROBUST else []  # as with SFT
+    run_dir = main_dpo.main(argv(tmp_path, tiny_model_dir, data, "--fed_alg", fed_alg, "--run_name", fed_alg, *robust))
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in records] == [0, 1, 2]
     assert records[0]["eval_preference_accuracy"] == 0.5 and records[0]["eval_reward_margin"] == 0.0

@@ -166,6 +166,11 @@ class Aggregator(ABC):
     ) -> StateDict:
         """Return the new global adapter; must not mutate ``global_params`` or ``updates``."""
 
+    def round_record(self) -> dict[str, Any]:
+        """What the last ``aggregate`` chose, which the round's metrics.jsonl line keeps under ``"aggregation"``
+        (Krum: the clients it selected and their scores; default: nothing)."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Server state needed to resume (momenta, control variates).
 

@@ -46,6 +46,16 @@ def _positive_whole(name: str, value: Any) -> None:
         raise ValueError(f"--{name} must be a whole number >= 1, got {value!r}")
 
 
+def _whole_at_least_zero(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+        raise ValueError(f"--{name} must be a whole number >= 0, got {value!r}")
+
+
+def _below_half(name: str, value: Any) -> None:
+    if not 0 <= _number(name, value) < 0.5:
+        raise ValueError(f"--{name} must be in [0, 0.5) (a fraction of each side), got {value}")
+
+
 def _in_open_unit_interval(name: str, value: Any) -> None:
     if not 0 < _number(name, value) < 1:
         raise ValueError(f"--{name} must be in (0, 1), got {value}")
@@ -75,6 +85,8 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "hetlora_min_rank": _positive_whole,
     "ditto_lambda": _at_least(0),
     "ifca_clusters": _positive_whole,
+    "trim_fraction": _below_half,
+    "num_malicious": _whole_at_least_zero,
 }
 
 
