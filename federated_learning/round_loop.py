@@ -6,6 +6,7 @@ aggregate -> evaluate / checkpoint / log.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from federated_learning.personal import PersonalStates
 from federated_learning.personalization import evaluate_clients, plot_client_scores
 from federated_learning.sampling import sample_clients
 from federated_learning.state import get_state, num_bytes, set_state
+from federated_learning.termination import EXIT_STATUS, Terminated, TerminationGuard
 from federated_learning.traffic import Traffic, round_cost
 from federated_learning.types import ClientUpdate, StateDict
 from federated_learning.updates import UnreadableReply, clip_update, numeric_metrics, rejection_reason, update_norm
@@ -113,6 +115,7 @@ class RoundLoop:
     attack: Attack | None = None  # --attack: what the malicious clients trained here send instead
     _kept: dict[int, StateDict] = field(default_factory=dict, init=False, repr=False)  # until screened
     _evaluated: int | None = field(default=None, init=False, repr=False)  # the last round this run evaluated
+    _termination: TerminationGuard | None = field(default=None, init=False, repr=False)  # while run() runs
 
     def __post_init__(self) -> None:
         if self.training_loss.size == 0:
@@ -153,25 +156,58 @@ class RoundLoop:
         # disable=None: no bar when stderr is not a terminal (CI, nohup, > log), where redraws would flood the log.
         bar = tqdm(range(self.rounds_done, plan.num_rounds), desc="rounds", position=0, dynamic_ncols=True,
                    initial=self.rounds_done, total=plan.num_rounds, disable=None)
-        for server_round in bar:
-            start = time.perf_counter()
-            round_plan = self._plan_round(server_round, global_params)
-            if self._over_budget(round_plan):
-                break
-            global_params, record = self._one_round(round_plan, global_params)
-            done = server_round + 1
-            self.rounds_done = done
-            last = done == plan.num_rounds
-            if self.evaluator is not None and (last or (plan.eval_every and done % plan.eval_every == 0)):
-                record.update(self._evaluate(final=last))
-                self._evaluated = done
-            if last or done % plan.save_model_freq == 0:
-                save_checkpoint(self.run_dir, done, self.model, self.server_state())
-                np.save(self.run_dir / "training_loss.npy", self.training_loss)
-            record["round_seconds"] = time.perf_counter() - start
-            self._write_metrics(record)
-            logger.info(self._summary(record))
+        with TerminationGuard() as self._termination:
+            for server_round in bar:
+                if self._termination.requested:
+                    self._stop_on_sigterm()
+                after = self._round(server_round, global_params)
+                if after is None:
+                    break
+                global_params = after
         return global_params
+
+    def _round(self, server_round: int, global_params: StateDict) -> StateDict | None:
+        """Run, evaluate, checkpoint and log round ``server_round`` (0-based); None when the budget stops the run.
+
+        SIGTERM while the clients train puts back the last completed round and stops there
+        (``federated_learning.termination``)."""
+        plan = self.plan
+        start = time.perf_counter()
+        round_plan = self._plan_round(server_round, global_params)
+        if self._over_budget(round_plan):
+            return None
+        residuals = dict(self.residuals)  # the clients' error feedback after the last completed round
+        try:
+            global_params, record = self._one_round(round_plan, global_params)
+        except Terminated:
+            self.residuals = residuals
+            self._kept.clear()
+            set_state(self.trainable, global_params)
+            self._stop_on_sigterm()
+        done = server_round + 1
+        self.rounds_done = done
+        last = done == plan.num_rounds
+        if self.evaluator is not None and (last or (plan.eval_every and done % plan.eval_every == 0)):
+            record.update(self._evaluate(final=last))
+            self._evaluated = done
+        if last or done % plan.save_model_freq == 0:
+            save_checkpoint(self.run_dir, done, self.model, self.server_state())
+            np.save(self.run_dir / "training_loss.npy", self.training_loss)
+        record["round_seconds"] = time.perf_counter() - start
+        self._write_metrics(record)
+        logger.info(self._summary(record))
+        return global_params
+
+    def _stop_on_sigterm(self) -> NoReturn:
+        """Checkpoint the last completed round (the live adapter holds it), log, and exit with status 143."""
+        done = self.rounds_done
+        logger.warning("SIGTERM: stopping after round %d of %d, the last completed; continue with "
+                       "--resume_from_checkpoint %s", done, self.plan.num_rounds, self.run_dir / f"checkpoint-{done}")
+        if done:
+            save_checkpoint(self.run_dir, done, self.model, self.server_state())
+            np.save(self.run_dir / "training_loss.npy", self.training_loss)
+            self._write_metrics({"round": done, "stopped": "sigterm", "bytes_total": self.traffic.total})
+        raise SystemExit(EXIT_STATUS)
 
     def _plan_round(self, server_round: int, global_params: StateDict) -> _Round:
         """Sample the round's clients; their tasks, start states and the starts as they will travel."""
@@ -217,7 +253,8 @@ class RoundLoop:
         plan = self.plan
         server_round, clients, lr, tasks = round_.server_round, round_.clients, round_.learning_rate, round_.tasks
         runner = self.client_runner or self._train_in_process
-        replies = runner(self.aggregator, tasks, round_.encoded)
+        with self._termination.interruptible() if self._termination else contextlib.nullcontext():
+            replies = runner(self.aggregator, tasks, round_.encoded)
         updates, client_metrics, rejected = self._screen(tasks, replies, round_.starts)
         if plan.client_weighting == "uniform":
             updates = [dataclasses.replace(u, num_examples=1) for u in updates]

@@ -11,8 +11,10 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -606,3 +608,59 @@ def test_failed_run_fails_the_script(tmp_path: Path) -> None:
     assert "status: finished:failed" in result.stdout and "--fed_alg 'nosuch' is unknown" in result.stdout
     assert_nothing_left(result.stdout)
     assert (tmp_path / "logs" / "superlink.log").is_file()  # a failed run keeps its logs
+
+
+def _serverapps(root: int) -> list[int]:
+    """PIDs of the flwr-serverapp processes below process ``root``."""
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        for child in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split():
+            todo.append(int(child))
+            try:
+                if "flwr-serverapp" in Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(child))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_serverapp_keeps_its_last_round_and_the_run_resumes(tmp_path: Path,
+                                                                           tiny_model_dir: Path) -> None:
+    """SIGTERM to the ServerApp once round 2 is logged: it checkpoints its last completed round k and exits; a new
+    run with --resume_from_checkpoint checkpoint-k ends where the uninterrupted simulation does."""
+    data = write_jsonl(tmp_path / "train.jsonl")
+    flags = ["--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(data), "--num_clients", "2",
+             "--sample_clients", "2", "--num_rounds", "5", "--max_steps", "2", "--batch_size", "2", "--seq_length",
+             "64", "--torch_threads", "1", "--run_name", "run", "--fed_alg", "fedavgm", "--save_model_freq", "5"]
+    env = {**os.environ, "PYTHON": sys.executable}
+    metrics = tmp_path / "flower" / "run" / "metrics.jsonl"
+    with subprocess.Popen(["bash", str(SCRIPT), "--log-dir", str(tmp_path / "logs"), "--", *flags, "--output_dir",
+                           str(tmp_path / "flower")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:
+        deadline = time.monotonic() + 600
+        while not (metrics.exists() and any(json.loads(line)["round"] >= 2 for line in
+                                            metrics.read_text().splitlines())):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before round 2"
+            time.sleep(0.2)
+        (serverapp,) = _serverapps(proc.pid)
+        os.kill(serverapp, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "status: finished:completed" not in out
+    assert_nothing_left(out)
+    last = json.loads(metrics.read_text().splitlines()[-1])
+    assert last["stopped"] == "sigterm" and 2 <= last["round"] < 5, out[-3000:]
+    run = tmp_path / "flower" / "run"
+    assert [p.name for p in run.glob("checkpoint-*")] == [f"checkpoint-{last['round']}"]
+
+    resumed = run_script(tmp_path, "--log-dir", str(tmp_path / "logs2"), "--", *flags, "--output_dir",
+                         str(tmp_path / "flower"), "--resume_from_checkpoint", str(run / f"checkpoint-{last['round']}"))
+    assert resumed.returncode == 0 and "status: finished:completed" in resumed.stdout, resumed.stdout[-6000:]
+    simulated = main_sft.main([*flags, "--output_dir", str(tmp_path / "simulation"), "--eval_samples", "2"])
+    got = load_file(run / "checkpoint-5" / "adapter_model.safetensors")
+    want = load_file(simulated / "checkpoint-5" / "adapter_model.safetensors")
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-7)
+    rounds = [json.loads(line)["round"] for line in metrics.read_text().splitlines()]
+    assert rounds == list(range(6))
