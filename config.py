@@ -228,6 +228,12 @@ class FedArguments:
     stochastic_rounding: bool = field(
         default=False, metadata={"help": "int8 codec: unbiased stochastic rounding instead of round-to-nearest"}
     )
+    min_fit_clients: int = field(
+        default=1,
+        metadata={"help": "Flower: the fewest replies a round aggregates; a client that fails or does not answer "
+                          "within round-timeout is left out and recorded (failed_clients) as long as this many "
+                          "replied, else the run stops (as Flower's accept_failures with min_fit_clients)"},
+    )
     attack: str = field(
         default="none",
         metadata={"help": "simulated poisoning (simulation only): none, scale (send x + s·Δ), sign_flip (x - s·Δ) or "

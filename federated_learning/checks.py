@@ -157,6 +157,9 @@ def validate_flags(cfg: RunConfig) -> None:
     _choice("--update_norm_bound", fed.update_norm_bound, UPDATE_NORM_BOUNDS)
     if fed.update_norm_bound == "clip" and not fed.max_update_norm:
         raise ValueError("--update_norm_bound clip needs the bound: pass --max_update_norm C (> 0)")
+    if not 1 <= fed.min_fit_clients <= fed.sample_clients:
+        raise ValueError(f"--min_fit_clients must be from 1 to --sample_clients {fed.sample_clients}, got "
+                         f"{fed.min_fit_clients}")
     _check_robust(fed, fed_alg.name)
     _check_attack(fed, fed_alg.name)
     if script.load_in_8bit and script.load_in_4bit:

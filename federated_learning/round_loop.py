@@ -64,6 +64,7 @@ class _Round:
     tasks: list[RoundTask] = field(default_factory=list)
     starts: list[StateDict] = field(default_factory=list)
     encoded: list[EncodedState] = field(default_factory=list)
+    unavailable: list[int] = field(default_factory=list)  # clients the runner could not reach (left out of sampling)
 
 
 @dataclass
@@ -212,9 +213,17 @@ class RoundLoop:
     def _plan_round(self, server_round: int, global_params: StateDict) -> _Round:
         """Sample the round's clients; their tasks, start states and the starts as they will travel."""
         plan = self.plan
-        clients = sample_clients(plan.local_client, plan.num_clients, plan.sample_clients, plan.seed, server_round)
+        # A runner that can lose clients (Flower: SuperNodes come and go) says which it can reach now.
+        reachable = getattr(self.client_runner, "available_clients", None)
+        available = None if reachable is None else reachable()
+        unavailable = [] if available is None else sorted(set(range(plan.num_clients)) - set(available))
+        if unavailable:
+            logger.warning("round %d: clients %s are not connected; sampling among the %d that are",
+                           server_round + 1, unavailable, len(available))
+        clients = sample_clients(plan.local_client, plan.num_clients, plan.sample_clients, plan.seed, server_round,
+                                 available)
         lr = cosine_learning_rate(server_round, plan.num_rounds, plan.learning_rate, plan.min_learning_rate)
-        round_ = _Round(server_round, clients, lr)
+        round_ = _Round(server_round, clients, lr, unavailable=unavailable)
         for cid in clients:
             rank = self.aggregator.client_rank(cid, plan.client_ranks.get(cid, 0))
             start = self.aggregator.client_start(cid, server_round, global_params)
@@ -282,6 +291,11 @@ class RoundLoop:
         }
         if rejected:
             record["rejected_clients"] = rejected
+        failed = [int(cid) for cid, metrics in client_metrics.items() if "failed" in metrics]
+        if failed:
+            record["failed_clients"] = failed
+        if round_.unavailable:
+            record["unavailable_clients"] = round_.unavailable
         clipped = [int(cid) for cid, metrics in client_metrics.items() if "clipped_from_norm" in metrics]
         if clipped:
             record["clipped_clients"] = clipped
@@ -330,6 +344,10 @@ class RoundLoop:
             if reason is None:
                 accepted.append(update)
                 self.training_loss[cid, server_round] = float(metrics["train_loss"])
+            elif isinstance(reply, UnreadableReply) and reply.failed:  # nothing came back: not a bad update
+                logger.warning("round %d: client %d failed: %s", server_round + 1, cid, reason)
+                metrics["failed"] = reason
+                self.training_loss[cid, server_round] = float("nan")
             else:
                 logger.warning("round %d: client %d's update is left out: %s", server_round + 1, cid, reason)
                 metrics["rejected"] = reason

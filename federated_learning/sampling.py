@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 
 def sample_clients(
-    local_client: int | None, num_clients: int, sample_clients: int, seed: int, server_round: int
+    local_client: int | None, num_clients: int, sample_clients: int, seed: int, server_round: int,
+    available: Sequence[int] | None = None,
 ) -> list[int]:
     """Return the sorted client ids that train in ``server_round`` (sampled without replacement).
+
+    ``available``: the clients that can be reached (on Flower: whose SuperNode is connected; None:
+    all); the draw is among them, at most as many as there are. With every client available it is
+    the same draw as without the argument.
 
     ``local_client`` K (``--fed_alg local<K>``) always trains client K alone. A private
     ``random.Random`` seeded from (seed, round) makes each round reproducible on its own -- resuming
@@ -18,7 +24,8 @@ def sample_clients(
     if local_client is not None:
         return [local_client]
     rng = random.Random(f"clients/{seed}/{server_round}")
-    return sorted(rng.sample(range(num_clients), sample_clients))
+    population = range(num_clients) if available is None else sorted(available)
+    return sorted(rng.sample(population, min(sample_clients, len(population))))
 
 
 def sample_examples(num_available: int, num_wanted: int, seed: int, client_id: int, server_round: int) -> list[int]:

@@ -31,11 +31,13 @@ MAX_UPDATE_VALUE = math.sqrt(torch.finfo(torch.float32).max)
 
 @dataclass(frozen=True)
 class UnreadableReply:
-    """What a client runner returns for a reply it could not read as an update (on Flower: malformed records)."""
+    """What a client runner returns for a reply it could not read as an update (on Flower: malformed records), or,
+    ``failed``, for a client that sent none (an error, or nothing within the round's timeout)."""
 
     client_id: int
     reason: str
     bytes_downloaded: int = 0  # the train message that went out to this client, as the transport measured it
+    failed: bool = False  # no update came back at all (the client failed or did not answer in time)
 
 
 def _check_state(

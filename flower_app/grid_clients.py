@@ -44,20 +44,30 @@ def _wait_for_nodes(grid: Grid, num_clients: int, timeout: float) -> list[int]:
         time.sleep(1.0)
 
 
+def _identities(grid: Grid, node_ids: Sequence[int], timeout: float) -> list[tuple[int, int | None, bool, str]]:
+    """(node, partition-id, on own data, error) of each of ``node_ids`` that answered who it is."""
+    queries = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY) for node in node_ids]
+    answers = []
+    for reply in grid.send_and_receive(queries, timeout=timeout):
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            answers.append((node, None, False, reply.error.reason))
+            continue
+        identity = reply.content.config_records[IDENTITY]
+        answers.append((node, int(identity[PARTITION_ID]), bool(identity.get(OWN_DATA, False)), ""))
+    return answers
+
+
 def map_clients(grid: Grid, num_clients: int, timeout: float) -> tuple[dict[int, int], set[int]]:
     """Ask every connected SuperNode for its partition-id; return {client id: node id} and the clients on own data."""
     node_ids = _wait_for_nodes(grid, num_clients, timeout)
-    queries = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY) for node in node_ids]
-    replies = list(grid.send_and_receive(queries, timeout=timeout))
+    replies = _identities(grid, node_ids, timeout)
     node_of: dict[int, int] = {}
     own_data: set[int] = set()
-    for reply in replies:
-        node = reply.metadata.src_node_id
-        if reply.has_error():
-            raise RuntimeError(f"SuperNode {node} could not say which client it is: {reply.error.reason}")
-        identity = reply.content.config_records[IDENTITY]
-        cid = int(identity[PARTITION_ID])
-        if identity.get(OWN_DATA, False):
+    for node, cid, own, error in replies:
+        if cid is None:
+            raise RuntimeError(f"SuperNode {node} could not say which client it is: {error}")
+        if own:
             own_data.add(cid)
         if cid in node_of:
             raise RuntimeError(f"SuperNodes {node_of[cid]} and {node} both have partition-id={cid}; give each its own")
@@ -70,7 +80,7 @@ def map_clients(grid: Grid, num_clients: int, timeout: float) -> tuple[dict[int,
     missing = sorted(set(range(num_clients)) - node_of.keys())
     if missing:
         raise RuntimeError(
-            f"no SuperNode answered for client(s) {missing} (got {len(replies)} of {len(queries)} replies)"
+            f"no SuperNode answered for client(s) {missing} (got {len(replies)} of {len(node_ids)} replies)"
         )
     logger.info("SuperNodes of clients 0..%d: %s", num_clients - 1, [node_of[c] for c in range(num_clients)])
     return node_of, own_data
@@ -79,11 +89,44 @@ def map_clients(grid: Grid, num_clients: int, timeout: float) -> tuple[dict[int,
 class GridClients:
     """Trains each of a round's clients on the SuperNode that holds its data."""
 
-    def __init__(self, grid: Grid, node_of: dict[int, int], round_timeout: float | None = None) -> None:
-        """``node_of`` maps client ids to node ids (see ``map_clients``)."""
+    def __init__(self, grid: Grid, node_of: dict[int, int], round_timeout: float | None = None,
+                 min_fit_clients: int = 1, query_timeout: float = 30.0) -> None:
+        """``node_of`` maps client ids to node ids (see ``map_clients``); a round needs ``min_fit_clients`` replies
+        (``--min_fit_clients``); ``query_timeout``: how long a new SuperNode may take to say which client it is."""
         self.grid = grid
-        self.node_of = node_of
+        self.node_of = dict(node_of)
         self.round_timeout = round_timeout
+        self.min_fit_clients = min_fit_clients
+        self.query_timeout = query_timeout
+
+    def available_clients(self) -> list[int]:
+        """The clients whose SuperNode is connected now, after waiting up to ``query_timeout`` for at least
+        ``min_fit_clients`` of them (else a RuntimeError). A SuperNode that (re)connected since the last round
+        says which client it is and takes that client over (a restarted SuperNode has a new node id)."""
+        deadline = time.monotonic() + self.query_timeout
+        while True:
+            available = self._connected_clients()
+            if len(available) >= self.min_fit_clients:
+                return available
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(available)} of the run's SuperNodes are connected, fewer than "
+                                   f"--min_fit_clients {self.min_fit_clients}; restart the missing ones")
+            time.sleep(1.0)
+
+    def _connected_clients(self) -> list[int]:
+        connected = set(self.grid.get_node_ids())
+        new = sorted(connected - set(self.node_of.values()))
+        for node, cid, _, error in _identities(self.grid, new, self.query_timeout) if new else []:
+            if cid is None or not 0 <= cid < len(self.node_of):
+                logger.warning("SuperNode %d is left out: %s", node, error or f"partition-id={cid} is no client")
+                continue
+            if self.node_of[cid] in connected:
+                logger.warning("SuperNode %d is left out: client %d is on SuperNode %d, still connected", node, cid,
+                               self.node_of[cid])
+                continue
+            logger.info("client %d is back, on SuperNode %d (was %d)", cid, node, self.node_of[cid])
+            self.node_of[cid] = node
+        return sorted(cid for cid, node in self.node_of.items() if node in connected)
 
     def round_cost(self, aggregator: Aggregator, wire: Wire, tasks: Sequence[RoundTask], starts: Sequence[StateDict],
                    encoded: Sequence[EncodedState]) -> int:
@@ -114,9 +157,9 @@ class GridClients:
 
         A reply that cannot be read as an update (malformed records, another client's id) comes
         back as an ``UnreadableReply``, which the round loop leaves out, recording why. A client
-        that fails or does not answer within ``round_timeout`` fails the run, as a client raising in
-        the single-process simulation would: a silently smaller round would make the result depend
-        on which machine happened to be slow.
+        that fails or does not answer within ``round_timeout`` comes back as a ``failed`` one, left
+        out and recorded (``failed_clients``), as long as ``min_fit_clients`` replied; with fewer the
+        round fails the run (Flower's ``accept_failures`` with its ``min_fit_clients``).
         """
         contents = [train_content(task, start, aggregator.client_payload(task.client_id))
                     for task, start in zip(tasks, starts, strict=True)]
@@ -130,11 +173,11 @@ class GridClients:
         for task, content in zip(tasks, contents, strict=True):
             node = self.node_of[task.client_id]
             reply = replies.get(node)
-            where = f"round {task.server_round + 1}: client {task.client_id} (SuperNode {node})"
-            if reply is None:
-                raise RuntimeError(f"{where} sent no reply within round-timeout={self.round_timeout}")
-            if reply.has_error():
-                raise RuntimeError(f"{where} failed: {reply.error.reason}")
+            if reply is None or reply.has_error():
+                reason = (f"SuperNode {node} sent no reply within round-timeout={self.round_timeout}" if reply is None
+                          else f"SuperNode {node} failed: {reply.error.reason}")
+                updates.append(UnreadableReply(task.client_id, reason, message_bytes(content), failed=True))
+                continue
             try:
                 update = read_update_content(reply.content)
             except ValueError as err:
@@ -142,4 +185,9 @@ class GridClients:
                 continue
             update.bytes_downloaded = message_bytes(content)
             updates.append(update)
+        failed = [u for u in updates if isinstance(u, UnreadableReply) and u.failed]
+        if len(updates) - len(failed) < self.min_fit_clients:
+            reasons = "; ".join(f"client {u.client_id}: {u.reason}" for u in failed)
+            raise RuntimeError(f"round {tasks[0].server_round + 1}: {len(updates) - len(failed)} of {len(tasks)} "
+                               f"clients replied, fewer than --min_fit_clients {self.min_fit_clients} ({reasons})")
         return updates

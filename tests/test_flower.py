@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -172,7 +173,8 @@ class FakeGrid:
         for message in messages:
             self.sent.append(message)
             result = self.answer(message)  # type: ignore[operator]
-            replies.append(Message(result, reply_to=message))
+            if result is not None:  # None: the node never answers (a timeout)
+                replies.append(Message(result, reply_to=message))
         return replies[::-1]
 
 
@@ -290,15 +292,113 @@ def test_grid_clients_predict_the_bytes_of_a_round(server_identity: None, codecs
     assert actual <= predicted <= actual + 2 * (METRICS_ALLOWANCE + 64)  # + the counts at their widest varints
 
 
-def test_grid_clients_fail_the_round_on_a_client_error(server_identity: None) -> None:
+def test_grid_clients_fail_the_round_below_min_fit_clients(server_identity: None) -> None:
     grid = FakeGrid([11], lambda message: Error(code=0, reason="out of memory"))
     runner = GridClients(grid, {0: 11})  # type: ignore[arg-type]
-    with pytest.raises(RuntimeError, match="round 3: client 0 .SuperNode 11. failed: out of memory"):
+    with pytest.raises(RuntimeError, match=r"round 3: 0 of 1 clients replied, fewer than --min_fit_clients 1 "
+                                           r"\(client 0: SuperNode 11 failed: out of memory\)"):
         runner(get_aggregator("fedavg"), [RoundTask(0, 2, 1e-3, 7, 4)],
                [PLAIN.encode_start({"w": torch.zeros(2)}, 0, 2)])
 
 
-# ---------------------------------------------------------------------- ServerApp + ClientApp in one process
+def _trained(message: Message) -> RecordDict:
+    task, encoded, _ = read_train_content(message.content)
+    update = ClientUpdate(task.client_id, {k: v + 1 for k, v in PLAIN.decode_start(encoded).items()}, 10,
+                          {"train_loss": 1.0})
+    return update_content(PLAIN.encode_update(update, {}, None, 0)[0])
+
+
+def test_grid_clients_leave_failed_and_late_clients_out(server_identity: None) -> None:
+    """Client 1 errors, client 2 never answers: both come back as failed replies; client 0's update counts."""
+    from federated_learning.updates import UnreadableReply
+
+    def answer(message: Message) -> RecordDict | Error | None:
+        node = message.metadata.dst_node_id
+        return {11: _trained, 22: lambda m: Error(code=0, reason="killed"), 33: lambda m: None}[node](message)
+
+    runner = GridClients(FakeGrid([11, 22, 33], answer), {0: 11, 1: 22, 2: 33}, round_timeout=5,  # type: ignore
+                         min_fit_clients=1)
+    good, errored, late = runner(get_aggregator("fedavg"), [RoundTask(c, 0, 1e-3, 7, 4) for c in (0, 1, 2)],
+                                 [PLAIN.encode_start({"w": torch.zeros(2)}, 0, 0)] * 3)
+    assert isinstance(good, EncodedUpdate)
+    assert isinstance(errored, UnreadableReply) and errored.failed and errored.reason == "SuperNode 22 failed: killed"
+    assert isinstance(late, UnreadableReply) and late.failed and "no reply within round-timeout=5" in late.reason
+    assert late.bytes_downloaded > 0  # its train message went out
+    with pytest.raises(RuntimeError, match="1 of 3 clients replied, fewer than --min_fit_clients 2"):
+        GridClients(FakeGrid([11, 22, 33], answer), {0: 11, 1: 22, 2: 33}, min_fit_clients=2)(  # type: ignore
+            get_aggregator("fedavg"), [RoundTask(c, 0, 1e-3, 7, 4) for c in (0, 1, 2)],
+            [PLAIN.encode_start({"w": torch.zeros(2)}, 0, 0)] * 3)
+
+
+def test_available_clients_follow_the_connected_nodes(server_identity: None) -> None:
+    grid = FakeGrid([11, 22, 33], identity({44: 1, 55: 0}))
+    runner = GridClients(grid, {0: 11, 1: 22, 2: 33}, query_timeout=0)  # type: ignore[arg-type]
+    assert runner.available_clients() == [0, 1, 2]
+    grid.node_ids = [11, 33]  # client 1's SuperNode is gone
+    assert runner.available_clients() == [0, 2]
+    grid.node_ids = [11, 33, 44, 55]  # it came back as node 44; node 55 claims client 0, whose node is connected
+    assert runner.available_clients() == [0, 1, 2]
+    assert runner.node_of == {0: 11, 1: 44, 2: 33}
+    grid.node_ids = []
+    with pytest.raises(RuntimeError, match="0 of the run's SuperNodes are connected, fewer than --min_fit_clients 1"):
+        runner.available_clients()
+
+
+class DroppingRunner:
+    """A client runner over plain states: client 1 is never connected; client 3 fails whenever it is sampled."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[int, ClientUpdate]] = []
+
+    def available_clients(self) -> list[int]:
+        return [0, 2, 3]
+
+    def __call__(self, aggregator: Any, tasks: Any, encoded: Any) -> list[Any]:
+        from federated_learning.updates import UnreadableReply
+
+        out, received = [], {}
+        for task, sent in zip(tasks, encoded, strict=True):
+            assert task.client_id != 1
+            if task.client_id == 3:
+                out.append(UnreadableReply(3, "SuperNode 33 failed: killed", sent.nbytes, failed=True))
+                continue
+            start = PLAIN.decode_start(sent)
+            update = ClientUpdate(task.client_id, {k: v + 0.1 * (task.client_id + 1) for k, v in start.items()},
+                                  10, {"train_loss": 1.0}, {"delta_c": {k: torch.full(v.shape, 0.5)
+                                                                        for k, v in start.items()}})
+            received[task.client_id] = update
+            reply, _ = PLAIN.encode_update(update, start, None, 0)
+            reply.bytes_downloaded = sent.nbytes
+            out.append(reply)
+        self.received.append(received)
+        return out
+
+
+@pytest.mark.parametrize("fed_alg", ["fedavg", "scaffold", "fedadam"])
+def test_round_loop_aggregates_the_replies_received(tmp_path: Path, tiny_model_dir: Path, fed_alg: str) -> None:
+    """Dropouts: sampling skips the unconnected client, a failed one is recorded and left out, and the server state
+    (SCAFFOLD's c and c_i, FedAdam's moments) moves only with the updates that arrived."""
+    from config import FedArguments, RunConfig, ScriptArguments
+    from federated_learning.build import build_round_loop
+    from federated_learning.state import get_state
+    from tests.peft_models import peft_model_with_active_lora
+
+    runner = DroppingRunner()
+    cfg = RunConfig("sft", ScriptArguments(seed=3), FedArguments(fed_alg=fed_alg, num_clients=4, sample_clients=3,
+                                                                  num_rounds=2, save_model_freq=5))
+    loop = build_round_loop(cfg, peft_model_with_active_lora(tiny_model_dir), None, [], tmp_path, None,
+                            client_runner=runner, client_sizes={c: 10 for c in range(4)})
+    x = get_state(loop.trainable)
+    final = loop.run()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    expected = get_aggregator(fed_alg, num_clients=4)
+    for record, received in zip(records, runner.received, strict=True):
+        assert record["clients"] == [0, 2, 3] and record["unavailable_clients"] == [1]
+        assert record["failed_clients"] == [3] and "rejected_clients" not in record
+        assert record["client_metrics"]["3"]["failed"] == "SuperNode 33 failed: killed"
+        x = expected.aggregate(x, [received[c] for c in sorted(received)], record["round"])
+    assert all(torch.equal(final[k], x[k]) for k in x)
+    assert np.isnan(np.load(tmp_path / "training_loss.npy")[3]).all()  # the failed client's losses
 
 
 def _records(run_dir: Path) -> list[dict[str, object]]:

@@ -224,6 +224,8 @@ def test_random_attack_has_the_scaled_norm_and_is_seeded() -> None:
     (["--attack", "scale", "--attack_clients", "a"], "--attack_clients 'a': give client ids"),
     (["--attack", "scale", "--attack_scale", "0"], "--attack_scale must be a positive number"),
     (["--attack", "random", "--fed_alg", "ifca"], "--attack: IFCA's clients"),
+    (["--min_fit_clients", "3", "--sample_clients", "2"], "--min_fit_clients must be from 1 to --sample_clients 2"),
+    (["--min_fit_clients", "0"], "--min_fit_clients must be from 1"),
 ])
 def test_bad_flags_are_refused_before_any_work(tmp_path: Path, flags: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -55,3 +55,13 @@ def test_cosine_learning_rate_matches_openfedllm_formula() -> None:
     assert cosine_learning_rate(0, 10, 1e-3, 1e-6) == pytest.approx(1e-3)
     assert cosine_learning_rate(5, 10, 1e-3, 1e-6) == pytest.approx(1e-6 + 0.5 * (1e-3 - 1e-6))
     assert cosine_learning_rate(10, 10, 1e-3, 1e-6) == pytest.approx(1e-6)
+
+
+def test_sampling_among_the_available_clients() -> None:
+    from federated_learning.sampling import sample_clients
+
+    for r in range(20):  # every client available: the same draw as without the argument
+        assert sample_clients(None, 10, 3, 7, r, list(range(10))) == sample_clients(None, 10, 3, 7, r)
+        drawn = sample_clients(None, 10, 3, 7, r, [1, 4, 5, 8])
+        assert len(drawn) == 3 and set(drawn) <= {1, 4, 5, 8}
+    assert sample_clients(None, 10, 3, 7, 0, [6, 2]) == [2, 6]  # fewer than asked: all of them
