@@ -50,7 +50,7 @@ def test_smoke_table_writes_rows_and_plot(tmp_path: Path) -> None:
     results = table.main(["--table", "sentiment", "--smoke", "--output_dir", str(tmp_path), "--methods",
                           "fedavg,ifca", "--torch_threads", "1", "--eval_per_client", "6"])
     text = results.read_text()
-    for label in ("FedAvg: global adapter", "FedAvg + local fine-tuning", "IFCA: cluster 0",
+    for label in ("FedAvg: global adapter", "FedAvg + local fine-tuning", "IFCA: global (the majority cluster)",
                   "IFCA: each client's cluster"):
         assert f"| {label} |" in text
     assert "| Ditto" not in text

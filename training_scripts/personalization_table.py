@@ -7,8 +7,8 @@ its own training mix, ``federated_learning/personalization.py``):
   budget (``reproduce_table.py``: alpha 0.5 over 10 clients, 2 per round, 6 rounds x 5 local
   steps); rows: FedAvg's global adapter, FedAvg + local fine-tuning (``--personalize_steps``),
   FedSA-LoRA (its global mean-B model and each client's own B), Ditto (personal adapters), IFCA
-  (cluster 0 and each client's cluster); columns: mean, worst and best client accuracy, their
-  standard deviation.
+  (its global adapter, the cluster most clients chose last, and each client's cluster); columns:
+  mean, worst and best client accuracy, their standard deviation.
 * ``preferences`` (DPO): ``bundled/style_preferences``, one client per user (natural split, 10
   users in two groups with conflicting preferences: concise against detailed answers); rows:
   FedAvg's global adapter, FedAvg + local fine-tuning, Ditto, IFCA; columns: each group's
@@ -69,14 +69,14 @@ SENTIMENT = Table("sft", "eval_accuracy", (
     Row("FedSA-LoRA: global (mean B)", "fedsa_lora", "per_client"),
     Row("FedSA-LoRA: each client's own B", "fedsa_lora", "personal"),
     Row("Ditto: personal adapters", "ditto", "personal"),
-    Row("IFCA: cluster 0", "ifca", "per_client"),
+    Row("IFCA: global (the majority cluster)", "ifca", "per_client"),
     Row("IFCA: each client's cluster", "ifca", "personal"),
 ))
 PREFERENCES = Table("dpo", "eval_preference_accuracy", (
     Row("FedAvg: global adapter", "fedavg", "per_client"),
     Row("FedAvg + local fine-tuning", "fedavg", "finetuned"),
     Row("Ditto: personal adapters", "ditto", "personal"),
-    Row("IFCA: cluster 0", "ifca", "per_client"),
+    Row("IFCA: global (the majority cluster)", "ifca", "per_client"),
     Row("IFCA: each client's cluster", "ifca", "personal"),
 ))
 TABLES = {"sentiment": SENTIMENT, "preferences": PREFERENCES}
@@ -201,8 +201,15 @@ def render(table_name: str, rows: dict[str, dict[str, Any]], args: argparse.Name
             lines.append(f"| {label} | {100 * r['mean']:.1f} | {100 * r['worst']:.1f} | {100 * r['best']:.1f} | "
                          f"{100 * r['std']:.1f} |")
     else:
+        flags = preferences_argv("fedavg", args, model, Path("runs"))
+
+        def flag(name: str) -> str:
+            return flags[flags.index(name) + 1]
+
         lines[0:0] = ["`bundled/style_preferences`, one client per user (10 users: 5 prefer concise answers, 5 "
-                      "detailed ones), 2 per round; DPO, β 0.1."]
+                      f"detailed ones), 2 per round, {flag('--num_rounds')} rounds x {flag('--max_steps')} local "
+                      f"steps x batch {flag('--batch_size')} pairs, learning rate {flag('--learning_rate')}; DPO, "
+                      "β 0.1."]
         lines += ["| Model scored on each client's pairs | concise group (%) | detailed group (%) | worst group | "
                   "mean over clients | worst client |", "|---|---|---|---|---|---|"]
         for label, r in rows.items():
