@@ -54,6 +54,11 @@ the Flower ServerApp passes one that trains each on the SuperNode holding its da
 """
 
 
+# The per-client metrics the server writes itself: a client's own metrics under these names are dropped.
+SERVER_METRICS = frozenset({"update_norm", "clipped_from_norm", "failed", "rejected", "bytes_uploaded",
+                            "bytes_downloaded"})
+
+
 @dataclass
 class _Round:
     """One round before it runs: its clients, their tasks, start states and the starts as they travel."""
@@ -151,13 +156,13 @@ class RoundLoop:
         """Train the remaining rounds; return the final global adapter."""
         plan = self.plan
         global_params = get_state(self.trainable)
-        if self.rounds_done == 0 and self.evaluator is not None:
-            self._write_metrics({"round": 0, **self._evaluate()})
-            self._evaluated = 0
-        # disable=None: no bar when stderr is not a terminal (CI, nohup, > log), where redraws would flood the log.
-        bar = tqdm(range(self.rounds_done, plan.num_rounds), desc="rounds", position=0, dynamic_ncols=True,
-                   initial=self.rounds_done, total=plan.num_rounds, disable=None)
         with TerminationGuard() as self._termination:
+            if self.rounds_done == 0 and self.evaluator is not None:
+                self._write_metrics({"round": 0, **self._evaluate()})
+                self._evaluated = 0
+            # disable=None: no bar when stderr is not a terminal (CI, nohup, > log), where redraws would flood it.
+            bar = tqdm(range(self.rounds_done, plan.num_rounds), desc="rounds", position=0, dynamic_ncols=True,
+                       initial=self.rounds_done, total=plan.num_rounds, disable=None)
             for server_round in bar:
                 if self._termination.requested:
                     self._stop_on_sigterm()
@@ -174,11 +179,11 @@ class RoundLoop:
         (``federated_learning.termination``)."""
         plan = self.plan
         start = time.perf_counter()
-        round_plan = self._plan_round(server_round, global_params)
-        if self._over_budget(round_plan):
-            return None
         residuals = dict(self.residuals)  # the clients' error feedback after the last completed round
         try:
+            round_plan = self._plan_round(server_round, global_params)
+            if self._over_budget(round_plan):
+                return None
             global_params, record = self._one_round(round_plan, global_params)
         except Terminated:
             self.residuals = residuals
@@ -199,11 +204,19 @@ class RoundLoop:
         logger.info(self._summary(record))
         return global_params
 
+    def _interruptible(self) -> contextlib.AbstractContextManager[None]:
+        """A stretch SIGTERM cuts short (``TerminationGuard.interruptible``) while ``run`` runs."""
+        return self._termination.interruptible() if self._termination else contextlib.nullcontext()
+
     def _stop_on_sigterm(self) -> NoReturn:
         """Checkpoint the last completed round (the live adapter holds it), log, and exit with status 143."""
         done = self.rounds_done
-        logger.warning("SIGTERM: stopping after round %d of %d, the last completed; continue with "
-                       "--resume_from_checkpoint %s", done, self.plan.num_rounds, self.run_dir / f"checkpoint-{done}")
+        if done:
+            logger.warning("SIGTERM: stopping after round %d of %d, the last completed; continue with "
+                           "--resume_from_checkpoint %s", done, self.plan.num_rounds,
+                           self.run_dir / f"checkpoint-{done}")
+        else:
+            logger.warning("SIGTERM: stopping before round 1 completed; nothing to keep, start the run over")
         if done:
             save_checkpoint(self.run_dir, done, self.model, self.server_state())
             np.save(self.run_dir / "training_loss.npy", self.training_loss)
@@ -215,7 +228,8 @@ class RoundLoop:
         plan = self.plan
         # A runner that can lose clients (Flower: SuperNodes come and go) says which it can reach now.
         reachable = getattr(self.client_runner, "available_clients", None)
-        available = None if reachable is None else reachable()
+        with self._interruptible():  # it may wait for SuperNodes to come back
+            available = None if reachable is None else reachable()
         unavailable = [] if available is None else sorted(set(range(plan.num_clients)) - set(available))
         if unavailable:
             logger.warning("round %d: clients %s are not connected; sampling among the %d that are",
@@ -262,7 +276,7 @@ class RoundLoop:
         plan = self.plan
         server_round, clients, lr, tasks = round_.server_round, round_.clients, round_.learning_rate, round_.tasks
         runner = self.client_runner or self._train_in_process
-        with self._termination.interruptible() if self._termination else contextlib.nullcontext():
+        with self._interruptible():
             replies = runner(self.aggregator, tasks, round_.encoded)
         updates, client_metrics, rejected = self._screen(tasks, replies, round_.starts)
         if plan.client_weighting == "uniform":
@@ -332,7 +346,8 @@ class RoundLoop:
                 reason = rejection_reason(expected, update, max_examples=size,
                                           max_update_norm=None if clip else self.plan.max_update_norm,
                                           required_extras=self.aggregator.required_extras)
-            metrics = numeric_metrics(update.metrics) if reason is None else {}
+            metrics = ({k: v for k, v in numeric_metrics(update.metrics).items() if k not in SERVER_METRICS}
+                       if reason is None else {})
             if reason is None:
                 metrics["update_norm"] = update_norm(expected, update.params)  # ||y - x|| as received
             if reason is None and clip:

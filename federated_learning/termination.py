@@ -4,7 +4,8 @@ While the round loop runs, SIGTERM no longer kills the process where it stands. 
 the clients of a round train (the long part of a round), it interrupts them at once: the round
 loop puts back the state of the last completed round and checkpoints it. Arriving at any other
 moment (aggregation, evaluation, a checkpoint being written), it lets that round finish and stops
-before the next. Either way the process then exits with status 143 (128 + SIGTERM), and
+before the next (the last round done, the run simply ends). The process then exits with status
+143 (128 + SIGTERM), and
 ``--resume_from_checkpoint <run>/checkpoint-<last round>`` continues exactly. The handler is
 installed only in the main thread, and the previous one is put back when the loop ends.
 """
@@ -42,7 +43,8 @@ class TerminationGuard:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  traceback: TracebackType | None) -> None:
         if self._installed:
-            signal.signal(signal.SIGTERM, self._previous)  # type: ignore[arg-type]
+            previous = signal.SIG_DFL if self._previous is None else self._previous  # None: set outside Python
+            signal.signal(signal.SIGTERM, previous)  # type: ignore[arg-type]
             self._installed = False
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:

@@ -53,8 +53,15 @@ def _identities(grid: Grid, node_ids: Sequence[int], timeout: float) -> list[tup
         if reply.has_error():
             answers.append((node, None, False, reply.error.reason))
             continue
-        identity = reply.content.config_records[IDENTITY]
-        answers.append((node, int(identity[PARTITION_ID]), bool(identity.get(OWN_DATA, False)), ""))
+        try:
+            identity = reply.content.config_records[IDENTITY]
+            cid = identity[PARTITION_ID]
+            if isinstance(cid, bool) or not isinstance(cid, int):
+                raise TypeError(f"partition-id {cid!r} is not a whole number")
+        except (KeyError, TypeError) as err:
+            answers.append((node, None, False, f"malformed identity reply ({err!r})"))
+            continue
+        answers.append((node, cid, bool(identity.get(OWN_DATA, False)), ""))
     return answers
 
 
@@ -98,6 +105,7 @@ class GridClients:
         self.round_timeout = round_timeout
         self.min_fit_clients = min_fit_clients
         self.query_timeout = query_timeout
+        self._refused: set[int] = set()  # new nodes already left out: not asked again
 
     def available_clients(self) -> list[int]:
         """The clients whose SuperNode is connected now, after waiting up to ``query_timeout`` for at least
@@ -115,14 +123,19 @@ class GridClients:
 
     def _connected_clients(self) -> list[int]:
         connected = set(self.grid.get_node_ids())
-        new = sorted(connected - set(self.node_of.values()))
-        for node, cid, _, error in _identities(self.grid, new, self.query_timeout) if new else []:
+        new = sorted(connected - set(self.node_of.values()) - self._refused)
+        answered = _identities(self.grid, new, self.query_timeout) if new else []
+        self._refused.update(set(new) - {node for node, *_ in answered})  # silent: not waited for again
+        for node, cid, _, error in answered:
             if cid is None or not 0 <= cid < len(self.node_of):
-                logger.warning("SuperNode %d is left out: %s", node, error or f"partition-id={cid} is no client")
-                continue
-            if self.node_of[cid] in connected:
-                logger.warning("SuperNode %d is left out: client %d is on SuperNode %d, still connected", node, cid,
-                               self.node_of[cid])
+                reason = error or f"partition-id={cid} is no client of the run"
+            elif self.node_of[cid] in connected:
+                reason = f"client {cid} is on SuperNode {self.node_of[cid]}, still connected"
+            else:
+                reason = ""
+            if reason:
+                logger.warning("SuperNode %d is left out: %s", node, reason)
+                self._refused.add(node)
                 continue
             logger.info("client %d is back, on SuperNode %d (was %d)", cid, node, self.node_of[cid])
             self.node_of[cid] = node

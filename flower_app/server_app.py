@@ -89,7 +89,10 @@ def main(grid: Grid, context: Context) -> None:
     # Evaluated on the server, as the simulation does, on the held-out split the server can load
     # (the bundled datasets ship theirs; with data only on the nodes there is none, and it is skipped).
     evaluator = build_round_evaluation(task, cfg, tokenizer, use_bf16(cfg.script))
-    clients = GridClients(grid, node_of, settings.round_timeout, cfg.fed.min_fit_clients, settings.node_timeout)
+    # Krum's n > 2f + 2 must hold for the replies a round aggregates, not only for the clients it samples.
+    byzantine = resolve_fed_alg(cfg.fed.fed_alg).name in ("krum", "multikrum")
+    min_fit = max(cfg.fed.min_fit_clients, 2 * cfg.fed.num_malicious + 3) if byzantine else cfg.fed.min_fit_clients
+    clients = GridClients(grid, node_of, settings.round_timeout, min_fit, settings.node_timeout)
     sizes = shard_sizes(task, cfg, exclude=own_data)
     build_round_loop(cfg, model, None, (), run_dir, evaluator, client_runner=clients, client_sizes=sizes).run()
     logger.info("Flower run %d done; outputs in %s", context.run_id, run_dir.resolve())

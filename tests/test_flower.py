@@ -764,3 +764,17 @@ def test_sigterm_to_the_serverapp_keeps_its_last_round_and_the_run_resumes(tmp_p
         torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-7)
     rounds = [json.loads(line)["round"] for line in metrics.read_text().splitlines()]
     assert rounds == list(range(6))
+
+
+def test_a_malformed_or_silent_new_node_is_left_out_once(server_identity: None) -> None:
+    """A new SuperNode whose identity reply is malformed, or that never answers, is left out and not asked again."""
+    asked: list[int] = []
+
+    def answer(message: Message) -> RecordDict | None:
+        asked.append(message.metadata.dst_node_id)
+        return None if message.metadata.dst_node_id == 55 else RecordDict()  # 44: no identity record
+
+    grid = FakeGrid([11, 44, 55], answer)
+    runner = GridClients(grid, {0: 11, 1: 22}, query_timeout=0)  # type: ignore[arg-type]
+    assert runner.available_clients() == [0] and runner.available_clients() == [0]
+    assert sorted(asked) == [44, 55]  # once each

@@ -61,6 +61,8 @@ def test_trimmed_mean_leaves_out_floor_beta_n_at_each_end() -> None:
     assert _w(out) == [2.0, -2.0]  # floor(0.2·5) = 1 each side: mean(1, 2, 3)
     out = get_aggregator("fedtrimmedavg", trim_fraction=0.4).aggregate(X, _updates([0.0, 1.0, 2.0, 3.0, 100.0]), 1)
     assert _w(out) == [2.0, -2.0]  # floor(0.4·5) = 2 each side: the median
+    out = get_aggregator("fedtrimmedavg", trim_fraction=0.4999999999).aggregate(X, _updates([1.0, 3.0]), 1)
+    assert _w(out) == [2.0, -2.0]  # a β a hair below 0.5 still leaves a value: k = min(floor(βn), (n - 1) // 2) = 0
     agg = get_aggregator("fedtrimmedavg", trim_fraction=0.0)
     out = agg.aggregate(X, _updates([0.0, 1.0, 8.0], counts=[5, 1, 1]), 1)
     assert _w(out) == [3.0, -3.0]  # beta 0: the unweighted mean (0 + 1 + 8) / 3, whatever the counts
@@ -166,13 +168,16 @@ def test_round_loop_clips_long_updates_and_records_them(tmp_path: Path, tiny_mod
     def replies(aggregator: Any, tasks: Any, starts: Any) -> list[ClientUpdate]:
         for i, (task, start) in enumerate(zip(tasks, starts, strict=True)):
             sent[task.client_id] = {k: v + (0.001 if i < 2 else 10.0) for k, v in start.items()}
-        return [ClientUpdate(t.client_id, sent[t.client_id], 10, {"train_loss": 1.0}) for t in tasks]
+        # Every client also claims the server's own per-client records: they are dropped.
+        return [ClientUpdate(t.client_id, sent[t.client_id], 10, {"train_loss": 1.0, "failed": 1.0,
+                                                                    "clipped_from_norm": 7.0}) for t in tasks]
 
     loop, start = _loop(tmp_path, tiny_model_dir, replies, max_update_norm=1.0, update_norm_bound="clip")
     final = loop.run()
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     (long_client,) = [cid for cid, p in sent.items() if update_norm(start, p) > 1.0]
     assert record["clipped_clients"] == [long_client] and "rejected_clients" not in record
+    assert "failed_clients" not in record  # a client's own "failed" metric is not the server's record
     assert record["client_metrics"][str(long_client)]["clipped_from_norm"] == pytest.approx(update_norm(
         start, sent[long_client]))
     expected = get_aggregator("fedavg").aggregate(start, [

@@ -29,8 +29,9 @@ from federated_learning.types import ClientUpdate, StateDict
 
 
 def trimmed_per_side(n: int, trim_fraction: float) -> int:
-    """k = floor(β·n), the values left out at each end of a coordinate's n values."""
-    return math.floor(trim_fraction * n + 1e-9)
+    """k = floor(β·n), the values left out at each end of a coordinate's n values (at most (n - 1) // 2, so one
+    is always left: the 1e-9 that makes 0.2·5 one keeps a β a hair below 0.5 from trimming everything)."""
+    return min(math.floor(trim_fraction * n + 1e-9), (n - 1) // 2)
 
 
 @register
