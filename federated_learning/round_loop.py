@@ -211,16 +211,14 @@ class RoundLoop:
     def _stop_on_sigterm(self) -> NoReturn:
         """Checkpoint the last completed round (the live adapter holds it), log, and exit with status 143."""
         done = self.rounds_done
-        if done:
-            logger.warning("SIGTERM: stopping after round %d of %d, the last completed; continue with "
-                           "--resume_from_checkpoint %s", done, self.plan.num_rounds,
-                           self.run_dir / f"checkpoint-{done}")
-        else:
+        if not done:
             logger.warning("SIGTERM: stopping before round 1 completed; nothing to keep, start the run over")
-        if done:
-            save_checkpoint(self.run_dir, done, self.model, self.server_state())
-            np.save(self.run_dir / "training_loss.npy", self.training_loss)
-            self._write_metrics({"round": done, "stopped": "sigterm", "bytes_total": self.traffic.total})
+            raise SystemExit(EXIT_STATUS)
+        save_checkpoint(self.run_dir, done, self.model, self.server_state())
+        np.save(self.run_dir / "training_loss.npy", self.training_loss)
+        self._write_metrics({"round": done, "stopped": "sigterm", "bytes_total": self.traffic.total})
+        logger.warning("SIGTERM: stopped after round %d of %d, the last completed; continue with "
+                       "--resume_from_checkpoint %s", done, self.plan.num_rounds, self.run_dir / f"checkpoint-{done}")
         raise SystemExit(EXIT_STATUS)
 
     def _plan_round(self, server_round: int, global_params: StateDict) -> _Round:
