@@ -25,7 +25,13 @@ from config import (
     RunConfig,
 )
 from federated_learning.aggregators import resolve_fed_alg
-from federated_learning.aggregators._hyperparameters import RULES, check_hyperparameters
+from federated_learning.aggregators._hyperparameters import (
+    KRUM_RULES,
+    RULES,
+    check_hyperparameters,
+    krum_min_clients,
+    trimmed_per_side,
+)
 from federated_learning.aggregators._registry import aggregator_class
 
 # transformers' OptimizerNames and SchedulerType values. Importing them takes ~9 s here, longer than
@@ -188,10 +194,10 @@ def validate_flags(cfg: RunConfig) -> None:
 def _check_robust(fed: FedArguments, name: str) -> None:
     """Krum's n > 2f + 2 and a trimmed mean that trims something, for the clients sampled per round."""
     n, f = fed.sample_clients, fed.num_malicious
-    if name in ("krum", "multikrum") and not n > 2 * f + 2:
+    if name in KRUM_RULES and n < krum_min_clients(f):
         raise ValueError(f"--fed_alg {name} needs --sample_clients > 2 --num_malicious + 2 (Blanchard et al.'s "
-                         f"n > 2f + 2), got {n} clients for f = {f}; sample at least {2 * f + 3}")
-    if name == "fedtrimmedavg" and fed.trim_fraction > 0 and math.floor(fed.trim_fraction * n + 1e-9) == 0:
+                         f"n > 2f + 2), got {n} clients for f = {f}; sample at least {krum_min_clients(f)}")
+    if name == "fedtrimmedavg" and fed.trim_fraction > 0 and trimmed_per_side(n, fed.trim_fraction) == 0:
         raise ValueError(f"--trim_fraction {fed.trim_fraction:g} of --sample_clients {n} trims nothing (floor(β·n) = "
                          f"0); sample at least {math.ceil(1 / fed.trim_fraction - 1e-9)} clients, or raise it")
 

@@ -16,6 +16,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from config import RunConfig
 from federated_learning.aggregators import resolve_fed_alg
+from federated_learning.aggregators._hyperparameters import KRUM_RULES, krum_min_clients
 from federated_learning.build import (
     build_round_evaluation,
     build_round_loop,
@@ -90,8 +91,9 @@ def main(grid: Grid, context: Context) -> None:
     # (the bundled datasets ship theirs; with data only on the nodes there is none, and it is skipped).
     evaluator = build_round_evaluation(task, cfg, tokenizer, use_bf16(cfg.script))
     # Krum's n > 2f + 2 must hold for the replies a round aggregates, not only for the clients it samples.
-    byzantine = resolve_fed_alg(cfg.fed.fed_alg).name in ("krum", "multikrum")
-    min_fit = max(cfg.fed.min_fit_clients, 2 * cfg.fed.num_malicious + 3) if byzantine else cfg.fed.min_fit_clients
+    byzantine = resolve_fed_alg(cfg.fed.fed_alg).name in KRUM_RULES
+    min_fit = max(cfg.fed.min_fit_clients, krum_min_clients(cfg.fed.num_malicious)) if byzantine else \
+        cfg.fed.min_fit_clients
     clients = GridClients(grid, node_of, settings.round_timeout, min_fit, settings.node_timeout)
     sizes = shard_sizes(task, cfg, exclude=own_data)
     build_round_loop(cfg, model, None, (), run_dir, evaluator, client_runner=clients, client_sizes=sizes).run()

@@ -90,6 +90,22 @@ RULES: dict[str, Callable[[str, Any], None]] = {
 }
 
 
+KRUM_RULES = ("krum", "multikrum")
+"""The ``--fed_alg`` names that need n > 2f + 2 replies a round (``--num_malicious`` f)."""
+
+
+def krum_min_clients(num_malicious: int) -> int:
+    """2f + 3: the fewest clients a Krum round needs (Blanchard et al.'s n > 2f + 2)."""
+    return 2 * num_malicious + 3
+
+
+def trimmed_per_side(n: int, trim_fraction: float) -> int:
+    """k = floor(β·n), the values the trimmed mean leaves out at each end of a coordinate's n values (at most
+    (n - 1) // 2, so one is always left: the 1e-9 that makes 0.2·5 one keeps a β a hair below 0.5 from trimming
+    everything)."""
+    return min(math.floor(trim_fraction * n + 1e-9), (n - 1) // 2)
+
+
 def check_hyperparameters(**values: Any) -> None:
     """Raise a ValueError naming the flag when a value is outside its rule's range."""
     for name, value in values.items():

@@ -16,22 +16,15 @@ is; clients train at the global rank (no ``--client_lora_ranks``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from config import FedArguments
 from federated_learning.aggregators._base import Aggregator
-from federated_learning.aggregators._hyperparameters import check_hyperparameters
+from federated_learning.aggregators._hyperparameters import check_hyperparameters, trimmed_per_side
 from federated_learning.aggregators._registry import register
 from federated_learning.aggregators._robust import coordinate_wise, robust_keys, trimmed_mean
 from federated_learning.types import ClientUpdate, StateDict
-
-
-def trimmed_per_side(n: int, trim_fraction: float) -> int:
-    """k = floor(β·n), the values left out at each end of a coordinate's n values (at most (n - 1) // 2, so one
-    is always left: the 1e-9 that makes 0.2·5 one keeps a β a hair below 0.5 from trimming everything)."""
-    return min(math.floor(trim_fraction * n + 1e-9), (n - 1) // 2)
 
 
 @register
